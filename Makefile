@@ -1,0 +1,41 @@
+# The two set-up commands in the README are `make demo` and `make test`; both create the
+# virtual environment on first use. Everything else here is a convenience.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export BIKESHARE_HOME ?= $(CURDIR)/.bikeshare
+export DAGSTER_HOME   ?= $(BIKESHARE_HOME)/dagster_home
+
+.PHONY: demo test bench ui lint venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## Run the main job end to end on the embedded default (offline replay, SQLite, local files).
+demo: venv
+	$(BIN)/bikeshare demo
+
+## Run the test suite (starts its own local HTTP, moto and scoring servers).
+test: venv
+	$(BIN)/pytest -q
+
+## Run the benchmarks and print the tables recorded in docs/performance.md.
+bench: venv
+	$(BIN)/python -m bikeshare_assets_tests.benchmarks
+
+## Open the Dagster UI on the same instance the demo wrote to.
+ui: venv
+	mkdir -p $(DAGSTER_HOME)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(BIKESHARE_HOME)

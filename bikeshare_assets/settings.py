@@ -1,0 +1,112 @@
+"""The only module that reads environment variables.
+
+Everything that differs between a laptop and AWS is decided here, once, from
+BIKESHARE_DEPLOYMENT and a handful of overrides; the rest of the code receives a Settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from bikeshare_assets.cities import DEFAULT_CITIES_FILE, City, SourceMode, load_cities
+
+
+class Deployment(StrEnum):
+    LOCAL = "local"
+    STAGING = "staging"
+    PROD = "prod"
+
+
+# (variable, default, what it does) — printed by `bikeshare env` and documented in the README.
+ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
+    ("BIKESHARE_DEPLOYMENT", "local", "local | staging | prod: picks storage, source and alerts"),
+    ("BIKESHARE_HOME", "./.bikeshare", "local data lake, quarantine, MLflow SQLite, Dagster home"),
+    ("BIKESHARE_SOURCE", "replay (local), live", "replay | live | simulate"),
+    ("BIKESHARE_CITIES", "every city the source supports", "comma-separated city keys"),
+    ("BIKESHARE_CITIES_FILE", "the package's cities.toml", "your own city configuration"),
+    ("BIKESHARE_STORAGE_ROOT", "$BIKESHARE_HOME/lake", "local path or s3://bucket/prefix"),
+    ("BIKESHARE_S3_ENDPOINT_URL", "(AWS)", "S3-compatible endpoint, e.g. a moto or MinIO server"),
+    ("BIKESHARE_HTTP_TIMEOUT_S", "10", "GBFS / weather request timeout in seconds"),
+    ("BIKESHARE_HTTP_RETRIES", "3", "retries with exponential backoff before a feed is dead"),
+    ("BIKESHARE_METEOSTAT_URL", "(Meteostat's own)", "base URL of the Meteostat data service"),
+    ("DAGSTER_HOME", "$BIKESHARE_HOME/dagster_home", "Dagster instance (SQLite locally)"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    deployment: Deployment
+    home: Path
+    source: SourceMode
+    cities: dict[str, City]
+    storage_root: str
+    s3_endpoint_url: str | None
+    http_timeout_s: float
+    http_retries: int
+    meteostat_url: str | None
+    dagster_home: Path
+
+    @property
+    def quarantine_root(self) -> str:
+        return _join(self.storage_root, "quarantine")
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    try:
+        deployment = Deployment(env.get("BIKESHARE_DEPLOYMENT", "local").strip().lower())
+    except ValueError as exc:
+        raise ValueError(
+            f"BIKESHARE_DEPLOYMENT={env.get('BIKESHARE_DEPLOYMENT')!r} is not one of "
+            "local, staging, prod."
+        ) from exc
+    home = Path(env.get("BIKESHARE_HOME", ".bikeshare")).expanduser().resolve()
+    default_source = SourceMode.REPLAY if deployment is Deployment.LOCAL else SourceMode.LIVE
+    try:
+        source = SourceMode(env.get("BIKESHARE_SOURCE", default_source).strip().lower())
+    except ValueError as exc:
+        raise ValueError(
+            f"BIKESHARE_SOURCE={env.get('BIKESHARE_SOURCE')!r} is not one of "
+            "replay, live, simulate."
+        ) from exc
+
+    cities_file = Path(env.get("BIKESHARE_CITIES_FILE") or DEFAULT_CITIES_FILE)
+    all_cities = load_cities(cities_file)
+    wanted = [c.strip() for c in env.get("BIKESHARE_CITIES", "").split(",") if c.strip()]
+    unknown = sorted(set(wanted) - set(all_cities))
+    if unknown:
+        raise ValueError(
+            f"BIKESHARE_CITIES names {unknown}, which {cities_file} does not define; "
+            f"known cities: {sorted(all_cities)}."
+        )
+    chosen = {k: c for k, c in all_cities.items() if (k in wanted if wanted else True)}
+    unsupported = [k for k, c in chosen.items() if not c.supports(source)]
+    if wanted and unsupported:
+        raise ValueError(
+            f"cities {unsupported} have no [{source}] configuration in {cities_file}; "
+            f"add one or pick another BIKESHARE_SOURCE."
+        )
+    chosen = {k: c for k, c in chosen.items() if c.supports(source)}
+
+    storage_root = env.get("BIKESHARE_STORAGE_ROOT") or str(home / "lake")
+    dagster_home = Path(env.get("DAGSTER_HOME") or home / "dagster_home").expanduser().resolve()
+    return Settings(
+        deployment=deployment,
+        home=home,
+        source=source,
+        cities=chosen,
+        storage_root=storage_root,
+        s3_endpoint_url=env.get("BIKESHARE_S3_ENDPOINT_URL") or None,
+        http_timeout_s=float(env.get("BIKESHARE_HTTP_TIMEOUT_S", "10")),
+        http_retries=int(env.get("BIKESHARE_HTTP_RETRIES", "3")),
+        meteostat_url=env.get("BIKESHARE_METEOSTAT_URL") or None,
+        dagster_home=dagster_home,
+    )
