@@ -60,6 +60,15 @@ class SnapshotSource(Protocol):
         ...
 
 
+WEATHER_SCHEMA: dict[str, pl.DataType] = {
+    "hour_start": pl.Datetime("us", "UTC"),
+    "temperature_c": pl.Float64(),
+    "precipitation_mm": pl.Float64(),
+    "wind_speed_kmh": pl.Float64(),
+    "weather_code": pl.Int32(),
+}
+
+
 @runtime_checkable
 class WeatherSource(Protocol):
     """Hourly weather at the city's weather point, as a polars frame.

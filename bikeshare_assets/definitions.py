@@ -1,0 +1,48 @@
+"""The one code location: every city's asset subgraph, resources chosen by deployment."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from bikeshare_assets.automation.schedules import build_live_schedules
+from bikeshare_assets.cities import SourceMode
+from bikeshare_assets.ingest.assets import build_raw_assets
+from bikeshare_assets.ingest.resources import FeedSources
+from bikeshare_assets.partitions import city_partitions
+from bikeshare_assets.settings import Deployment, Settings, get_settings
+from bikeshare_assets.storage import LakeStorage, PartitionedParquetIOManager
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    if settings.deployment is not Deployment.LOCAL and not settings.storage_root.startswith("s3://"):
+        raise ValueError(
+            f"BIKESHARE_DEPLOYMENT={settings.deployment} stores assets on S3: set "
+            "BIKESHARE_STORAGE_ROOT=s3://<bucket>/<prefix> (and BIKESHARE_S3_ENDPOINT_URL for a "
+            "non-AWS endpoint)."
+        )
+    lake = LakeStorage(root=settings.storage_root, s3_endpoint_url=settings.s3_endpoint_url)
+    return {
+        "lake": lake,
+        "io_manager": PartitionedParquetIOManager(lake=lake),
+        "sources": FeedSources(
+            mode=settings.source.value,
+            http_timeout_s=settings.http_timeout_s,
+            http_retries=settings.http_retries,
+            meteostat_url=settings.meteostat_url,
+            cache_dir=str(settings.home / "cache"),
+        ),
+    }
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    assets: list[dg.AssetsDefinition] = []
+    schedules: list[dg.ScheduleDefinition] = []
+    for city in settings.cities.values():
+        parts = city_partitions(city, settings.source)
+        assets += build_raw_assets(city, parts)
+        if settings.source is SourceMode.LIVE:
+            schedules += build_live_schedules(city, parts)
+    return dg.Definitions(assets=assets, schedules=schedules, resources=build_resources(settings))
+
+
+defs = build_definitions(get_settings())

@@ -1,0 +1,323 @@
+"""The raw layer's data contract: pandera schemas (hard rules) and per-partition quality rules.
+
+Two kinds of rule, documented in docs/data_contract.md:
+- *reject* rules: a batch that breaks one is quarantined as received and the step fails
+  (malformed JSON, missing fields, > 5% unusable records, impossible values, conflicting
+  duplicate ids). These are the pandera schemas plus the missing-rate budget.
+- *warn* rules: real feeds break them a little every day (Vélib' lets bikes overflow a
+  full station, stations go quiet): they are measured per partition as asset checks,
+  with the offending stations in metadata, and the data is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandera.polars as pa
+import polars as pl
+from dagster_pandera import pandera_schema_to_dagster_type
+from pandera.engines.polars_engine import DateTime
+from sklearn.metrics.pairwise import haversine_distances
+
+from bikeshare_assets.ingest.gbfs import ContractViolation
+
+UTC_KW = {"time_unit": "us", "time_zone": "UTC"}
+
+# Impossible values: no docking station anywhere has a thousand docks; a count above that is
+# a broken feed, not a big station.
+MAX_COUNT = 1000
+EARTH_RADIUS_KM = 6371.0088
+MISSING_RATE_MAX = 0.05
+CAPACITY_VIOLATION_MAX = 0.05
+STALE_AFTER = timedelta(hours=2)
+STALE_RATE_MAX = 0.10
+FUTURE_TOLERANCE = timedelta(minutes=5)
+CAPACITY_PRESENT_MIN = 0.90
+
+
+class StationStatusSchema(pa.DataFrameModel):
+    """One row per station per snapshot."""
+
+    snapshot_at: DateTime = pa.Field(dtype_kwargs=UTC_KW)
+    station_id: pl.String = pa.Field(str_length={"min_value": 1})
+    bikes_available: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT)
+    docks_available: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT, nullable=True)
+    bikes_disabled: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT, nullable=True)
+    docks_disabled: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT, nullable=True)
+    is_installed: pl.Boolean = pa.Field(nullable=True)
+    is_renting: pl.Boolean = pa.Field(nullable=True)
+    is_returning: pl.Boolean = pa.Field(nullable=True)
+    last_reported: DateTime = pa.Field(dtype_kwargs=UTC_KW)
+    received_at: DateTime = pa.Field(dtype_kwargs=UTC_KW)
+
+    class Config:
+        strict = True
+        unique = ["snapshot_at", "station_id"]
+
+
+class StationInformationSchema(pa.DataFrameModel):
+    """One row per station per day."""
+
+    as_of_day: DateTime = pa.Field(dtype_kwargs=UTC_KW)
+    station_id: pl.String = pa.Field(str_length={"min_value": 1})
+    name: pl.String = pa.Field(nullable=True)
+    lat: pl.Float64 = pa.Field(ge=-90, le=90)
+    lon: pl.Float64 = pa.Field(ge=-180, le=180)
+    capacity: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT, nullable=True)
+    is_virtual_station: pl.Boolean
+    received_at: DateTime = pa.Field(dtype_kwargs=UTC_KW)
+
+    class Config:
+        strict = True
+        unique = ["as_of_day", "station_id"]
+
+
+class WeatherSchema(pa.DataFrameModel):
+    """One row per hour. Ranges are physical limits (world records), not climate."""
+
+    hour_start: DateTime = pa.Field(dtype_kwargs=UTC_KW, unique=True)
+    temperature_c: pl.Float64 = pa.Field(ge=-90, le=60, nullable=True)
+    precipitation_mm: pl.Float64 = pa.Field(ge=0, le=400, nullable=True)
+    wind_speed_kmh: pl.Float64 = pa.Field(ge=0, le=410, nullable=True)
+    weather_code: pl.Int32 = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+
+
+StationStatusFrame = pandera_schema_to_dagster_type(StationStatusSchema)
+StationInformationFrame = pandera_schema_to_dagster_type(StationInformationSchema)
+WeatherFrame = pandera_schema_to_dagster_type(WeatherSchema)
+
+
+def enforce_schema(schema: type[pa.DataFrameModel], frame: pl.DataFrame) -> None:
+    """Raise a ContractViolation naming the rule, columns and first failure cases."""
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        checks = cases.get_column("check").cast(pl.String).to_list()
+        columns = cases.get_column("column").cast(pl.String).to_list()
+        if any("uniqueness" in c for c in checks):
+            rule = "duplicate_station_id"
+        elif any(c.startswith(("greater_than", "less_than", "in_range")) for c in checks):
+            rule = "out_of_range"
+        else:
+            rule = "schema"
+        summary = sorted({f"{col}: {chk}" for col, chk in zip(columns, checks, strict=True)})
+        examples = cases.head(10).select(
+            pl.col("column").cast(pl.String),
+            pl.col("check").cast(pl.String),
+            pl.col("failure_case").cast(pl.String),
+        )
+        raise ContractViolation(
+            rule,
+            f"{len(cases)} failing value(s): " + "; ".join(summary),
+            details={"failures": summary, "examples": examples.to_dicts()},
+        ) from exc
+
+
+@dataclass
+class RuleOutcome:
+    """One quality rule measured on one partition, ready to become an asset check result."""
+
+    check: str
+    passed: bool
+    severity: dg.AssetCheckSeverity
+    value: float | None
+    limit: float | None
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict[str, Any]:
+        md: dict[str, Any] = {"explanation": dg.MetadataValue.md(self.description)}
+        if self.value is not None:
+            md["value"] = float(self.value)
+        if self.limit is not None:
+            md["limit"] = float(self.limit)
+        md.update(self.metadata)
+        return md
+
+
+def _rate(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def _examples(frame: pl.DataFrame, columns: list[str], n: int = 10) -> list[dict]:
+    return [
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+        for row in frame.head(n).select(columns).to_dicts()
+    ]
+
+
+def check_missing_rate(dropped: list[dict[str, Any]], received: int) -> float:
+    """Reject rule: more than 5% of records lack a required field or carry an unusable value."""
+    rate = _rate(len(dropped), received)
+    if rate > MISSING_RATE_MAX:
+        raise ContractViolation(
+            "missing_rate",
+            f"{len(dropped)} of {received} records ({rate:.1%}) lack a required field or carry "
+            f"an unusable value; the budget is {MISSING_RATE_MAX:.0%}",
+            details={"examples": [d["reason"] for d in dropped[:10]]},
+        )
+    return rate
+
+
+def contract_passed(version: str, received: int, dropped: int, duplicates: int) -> RuleOutcome:
+    """The contract check of an accepted batch, with what the reject rules measured."""
+    return RuleOutcome(
+        "contract",
+        True,
+        dg.AssetCheckSeverity.ERROR,
+        _rate(dropped, received),
+        MISSING_RATE_MAX,
+        f"GBFS {version} batch of {received} records accepted: schema (types, required "
+        f"fields, physical ranges, unique station ids) passed; {dropped} unusable record(s) "
+        f"({_rate(dropped, received):.1%}, budget {MISSING_RATE_MAX:.0%}) kept in quarantine; "
+        f"{duplicates} exact duplicate record(s) collapsed.",
+        {"missing_rate": _rate(dropped, received), "records_received": received,
+         "records_dropped": dropped, "exact_duplicates_collapsed": duplicates},
+    )
+
+
+def status_quality_rules(
+    status: pl.DataFrame, information: pl.DataFrame, *, received_at: datetime
+) -> list[RuleOutcome]:
+    """Warn-level rules on one accepted status snapshot (joined to that day's station list)."""
+    joined = status.join(
+        information.select("station_id", "capacity"), on="station_id", how="left"
+    )
+    with_capacity = joined.filter(pl.col("capacity").is_not_null())
+    n = with_capacity.height
+    over = with_capacity.filter(
+        (pl.col("bikes_available") > pl.col("capacity"))
+        | (pl.col("docks_available").fill_null(0) > pl.col("capacity"))
+    )
+    disabled = pl.col("bikes_disabled").fill_null(0) + pl.col("docks_disabled").fill_null(0)
+    over_sum = with_capacity.filter(
+        pl.col("bikes_available") + pl.col("docks_available").fill_null(0)
+        > pl.col("capacity") + disabled
+    )
+    snapshot_end = received_at
+    stale = status.filter(pl.col("last_reported") < snapshot_end - STALE_AFTER)
+    future = status.filter(pl.col("last_reported") > received_at + FUTURE_TOLERANCE)
+    tz_ok = all(
+        status.schema[c] == pl.Datetime("us", "UTC") for c in ("snapshot_at", "last_reported")
+    )
+    cols = ["station_id", "bikes_available", "docks_available", "capacity"]
+    return [
+        RuleOutcome(
+            "within_capacity",
+            max(_rate(over.height, n), _rate(over_sum.height, n)) <= CAPACITY_VIOLATION_MAX,
+            dg.AssetCheckSeverity.WARN,
+            max(_rate(over.height, n), _rate(over_sum.height, n)),
+            CAPACITY_VIOLATION_MAX,
+            f"{over.height} of {n} stations report more bikes or free docks than their "
+            f"capacity; {over_sum.height} report bikes + free docks above capacity + disabled. "
+            "Vélib' lets bikes overflow a full station, so a few of each are normal.",
+            {
+                "share_count_above_capacity": _rate(over.height, n),
+                "share_sum_above_capacity": _rate(over_sum.height, n),
+                "examples_count_above_capacity": _examples(over, cols),
+                "examples_sum_above_capacity": _examples(over_sum, cols),
+                "stations_without_capacity": joined.height - n,
+            },
+        ),
+        RuleOutcome(
+            "last_reported_fresh",
+            _rate(stale.height, status.height) <= STALE_RATE_MAX,
+            dg.AssetCheckSeverity.WARN,
+            _rate(stale.height, status.height),
+            STALE_RATE_MAX,
+            f"{stale.height} of {status.height} stations last reported more than "
+            f"{STALE_AFTER} before the snapshot.",
+            {"examples": _examples(stale, ["station_id", "last_reported"])},
+        ),
+        RuleOutcome(
+            "timestamps_utc",
+            tz_ok and future.is_empty(),
+            dg.AssetCheckSeverity.ERROR,
+            float(future.height),
+            0.0,
+            f"timestamps are {'UTC' if tz_ok else 'NOT UTC'}; {future.height} station(s) report "
+            f"a last_reported more than {FUTURE_TOLERANCE} after the batch arrived (a local "
+            "time sent as UTC looks like this).",
+            {"examples": _examples(future, ["station_id", "last_reported"])},
+        ),
+    ]
+
+
+def distance_km(lat: pl.Series, lon: pl.Series, center: tuple[float, float]) -> pl.Series:
+    """Great-circle distance of each station to a point (scikit-learn's haversine)."""
+    points = np.radians(np.column_stack([lat.to_numpy(), lon.to_numpy()]))
+    origin = np.radians(np.array([center]))
+    return pl.Series("distance_km", haversine_distances(points, origin)[:, 0] * EARTH_RADIUS_KM)
+
+
+def information_quality_rules(
+    information: pl.DataFrame, *, center: tuple[float, float], radius_km: float
+) -> list[RuleOutcome]:
+    far = information.with_columns(
+        distance_km(information.get_column("lat"), information.get_column("lon"), center)
+    ).filter(pl.col("distance_km") > radius_km)
+    n = information.height
+    with_capacity = information.filter(pl.col("capacity").is_not_null()).height
+    return [
+        RuleOutcome(
+            "coordinates_near_city",
+            far.is_empty(),
+            dg.AssetCheckSeverity.WARN,
+            float(far.height),
+            0.0,
+            f"{far.height} of {n} stations lie more than {radius_km:g} km from the city centre "
+            "(swapped lat/lon or a test station).",
+            {"examples": _examples(far, ["station_id", "name", "lat", "lon", "distance_km"])},
+        ),
+        RuleOutcome(
+            "capacity_present",
+            _rate(with_capacity, n) >= CAPACITY_PRESENT_MIN,
+            dg.AssetCheckSeverity.WARN,
+            _rate(with_capacity, n),
+            CAPACITY_PRESENT_MIN,
+            f"{with_capacity} of {n} stations publish a capacity; the capacity checks and the "
+            "docks features need it.",
+        ),
+    ]
+
+
+def weather_quality_rules(weather: pl.DataFrame) -> list[RuleOutcome]:
+    """Plausible for a city (not physically impossible — that is the schema's job)."""
+    implausible = weather.filter(
+        (pl.col("temperature_c") < -40)
+        | (pl.col("temperature_c") > 50)
+        | (pl.col("precipitation_mm") > 100)
+        | (pl.col("wind_speed_kmh") > 200)
+    )
+    nulls = weather.select(
+        pl.sum_horizontal(
+            pl.col("temperature_c", "precipitation_mm", "wind_speed_kmh").is_null()
+        ).sum()
+    ).item()
+    return [
+        RuleOutcome(
+            "plausible_ranges",
+            implausible.is_empty(),
+            dg.AssetCheckSeverity.WARN,
+            float(implausible.height),
+            0.0,
+            f"{implausible.height} hour(s) outside plausible city weather "
+            "(-40..50 °C, <= 100 mm/h, <= 200 km/h).",
+            {"examples": _examples(implausible, weather.columns), "missing_values": nulls},
+        ),
+    ]
+
+
+# Few checks, rich metadata: every check result is a stored event, and a single-run backfill
+# of a week of snapshots writes one per check per partition.
+STATUS_CHECKS = ("contract", "within_capacity", "last_reported_fresh", "timestamps_utc")
+INFORMATION_CHECKS = ("contract", "coordinates_near_city", "capacity_present")
+WEATHER_CHECKS = ("contract", "plausible_ranges")

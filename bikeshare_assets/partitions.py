@@ -1,0 +1,82 @@
+"""Partitions and their mappings, defined once per city and imported everywhere.
+
+Partition keys are UTC (`YYYY-MM-DD-HH:MM` for snapshots and hours, `YYYY-MM-DD` for days)
+so keys are unambiguous across daylight-saving changes; local time is a feature, not a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import dagster as dg
+
+from bikeshare_assets.cities import PARTITION_FMT, City, SourceMode
+
+DAY_FMT = "%Y-%m-%d"
+
+
+@dataclass(frozen=True)
+class CityPartitions:
+    """Every partitions definition of one city's subgraph."""
+
+    snapshots: dg.TimeWindowPartitionsDefinition  # raw_station_status, features, labels, ...
+    hours: dg.TimeWindowPartitionsDefinition  # raw_weather, drift
+    days: dg.TimeWindowPartitionsDefinition  # raw_station_information, model, registry, endpoint
+    cadence_minutes: int
+
+    @property
+    def cadence(self) -> timedelta:
+        return timedelta(minutes=self.cadence_minutes)
+
+
+def _floor(ts: datetime, minutes: int) -> datetime:
+    return ts.replace(minute=ts.minute - ts.minute % minutes, second=0, microsecond=0)
+
+
+def _ceil_day(ts: datetime) -> datetime:
+    day = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day if day == ts else day + timedelta(days=1)
+
+
+def _ceil_hour(ts: datetime) -> datetime:
+    hour = ts.replace(minute=0, second=0, microsecond=0)
+    return hour if hour == ts else hour + timedelta(hours=1)
+
+
+def city_partitions(city: City, mode: SourceMode) -> CityPartitions:
+    cadence = city.cadence_for(mode)
+    start, end = city.period_for(mode)
+    start = _floor(start, cadence)
+    # Live day partitions include the day under way, so today's station list exists while
+    # today's snapshots arrive; an hour of weather exists once the hour is over.
+    live_offset = 1 if end is None else 0
+    snapshots = dg.TimeWindowPartitionsDefinition(
+        start=start,
+        end=end,
+        fmt=PARTITION_FMT,
+        cron_schedule=f"*/{cadence} * * * *" if cadence < 60 else "0 * * * *",
+        timezone="UTC",
+    )
+    hours = dg.TimeWindowPartitionsDefinition(
+        start=start.replace(minute=0),
+        end=_ceil_hour(end) if end else None,
+        fmt=PARTITION_FMT,
+        cron_schedule="0 * * * *",
+        timezone="UTC",
+    )
+    days = dg.TimeWindowPartitionsDefinition(
+        start=start.replace(hour=0, minute=0),
+        end=_ceil_day(end) if end else None,
+        fmt=DAY_FMT,
+        cron_schedule="0 0 * * *",
+        timezone="UTC",
+        end_offset=live_offset,
+    )
+    return CityPartitions(snapshots=snapshots, hours=hours, days=days, cadence_minutes=cadence)
+
+
+# Status snapshots read the station list of the day they fall in, and features read the
+# weather hour they fall in: both are the default "overlapping window" mapping.
+SAME_DAY = dg.TimeWindowPartitionMapping()
+SAME_HOUR = dg.TimeWindowPartitionMapping()
