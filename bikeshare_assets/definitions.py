@@ -6,11 +6,15 @@ import dagster as dg
 
 from bikeshare_assets.automation.schedules import build_live_schedules
 from bikeshare_assets.cities import SourceMode
+from bikeshare_assets.features.assets import build_feature_assets
 from bikeshare_assets.ingest.assets import build_raw_assets
 from bikeshare_assets.ingest.resources import FeedSources
 from bikeshare_assets.partitions import city_partitions
+from bikeshare_assets.registry.assets import build_registry_assets
 from bikeshare_assets.settings import Deployment, Settings, get_settings
 from bikeshare_assets.storage import LakeStorage, PartitionedParquetIOManager
+from bikeshare_assets.training.assets import build_training_assets
+from bikeshare_assets.training.tracking import MlflowTracking
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -31,6 +35,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
             meteostat_url=settings.meteostat_url,
             cache_dir=str(settings.home / "cache"),
         ),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
+        ),
     }
 
 
@@ -40,6 +47,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     for city in settings.cities.values():
         parts = city_partitions(city, settings.source)
         assets += build_raw_assets(city, parts)
+        assets += build_feature_assets(city, parts)
+        assets += build_training_assets(city, parts)
+        assets += build_registry_assets(city, parts)
         if settings.source is SourceMode.LIVE:
             schedules += build_live_schedules(city, parts)
     return dg.Definitions(assets=assets, schedules=schedules, resources=build_resources(settings))

@@ -173,9 +173,14 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             )
         for key, part in self._split(context, obj, keys, column):
             self.lake.write_parquet(partition_key_path(context.asset_key, key), part)
-        first = partition_key_path(context.asset_key, keys[0])
+        # Output metadata is shared by every partition's materialization, so a range names
+        # the folder that holds all of them (<path>/dt=<partition>/part.parquet), never the
+        # first partition's file.
+        path = partition_key_path(context.asset_key, keys[0])
+        if len(keys) > 1:
+            path = path.rsplit("/", 2)[0]
         context.add_output_metadata(
-            {"path": self.lake.uri(first), "rows": obj.height, "partitions_written": len(keys)}
+            {"path": self.lake.uri(path), "rows": obj.height, "partitions_written": len(keys)}
         )
 
     def _split(

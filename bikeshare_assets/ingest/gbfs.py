@@ -104,12 +104,16 @@ def parse_timestamp(value: Any) -> datetime | None:
     """POSIX seconds (GBFS 1.x/2.x) or RFC 3339 (3.0) → aware UTC datetime."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+    try:
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return datetime.fromtimestamp(int(value.strip()), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        # NaN, infinity, or beyond year 9999 (e.g. milliseconds sent as seconds): unusable.
+        return None
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
-            return datetime.fromtimestamp(int(text), tz=UTC)
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -203,6 +207,30 @@ def _localized(value: Any, language: str | None) -> str | None:
     return str(value)
 
 
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _unrepresentable(
+    data: Mapping[str, list[Any]], schema: Mapping[str, pl.DataType]
+) -> ContractViolation | None:
+    """An integer too large for its Int32 column (e.g. 10**12 bikes) is an impossible value:
+    the same `out_of_range` rejection as 1001 bikes, instead of a crash while building the frame."""
+    bad = [
+        f"{name}: {value}"
+        for name, values in data.items()
+        if schema.get(name) == pl.Int32
+        for value in values
+        if isinstance(value, int) and not _INT32[0] <= value <= _INT32[1]
+    ]
+    if not bad:
+        return None
+    return ContractViolation(
+        "out_of_range",
+        f"{len(bad)} value(s) do not fit a 32-bit count: " + "; ".join(bad[:5]),
+        details={"failures": bad[:10]},
+    )
+
+
 def _finish(
     rows: dict[str, list[Any]],
     schema: Mapping[str, pl.DataType],
@@ -235,9 +263,14 @@ def _finish(
     )
     for name, value in constant.items():
         data[name] = [value] * len(keep)
-    frame = pl.DataFrame(data, schema={k: schema[k] for k in schema if k in data}).select(
-        [pl.col(k) for k in schema if k in data]
-    )
+    try:
+        frame = pl.DataFrame(data, schema={k: schema[k] for k in schema if k in data})
+    except (TypeError, OverflowError, pl.exceptions.PolarsError) as exc:
+        violation = _unrepresentable(data, schema)
+        if violation is None:
+            raise
+        raise violation from exc
+    frame = frame.select([pl.col(k) for k in schema if k in data])
     before = frame.height
     frame = frame.unique(maintain_order=True)
     return ParsedBatch(

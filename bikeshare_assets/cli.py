@@ -1,0 +1,261 @@
+"""`bikeshare` command line: the README's main job (`bikeshare demo`) and operator helpers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bikeshare_assets.settings import ENVIRONMENT_VARIABLES, Settings, get_settings
+
+DAGSTER_YAML = """\
+# Written by `bikeshare demo`: the local Dagster instance (SQLite under this folder).
+telemetry:
+  enabled: false
+"""
+
+
+@dataclass
+class Stage:
+    """One Dagster run: some assets over one partition range."""
+
+    label: str
+    selection: list[str]
+    partitions: object  # TimeWindowPartitionsDefinition
+    first: str | None = None
+    last: str | None = None
+    result: dict = field(default_factory=dict)
+
+
+def _prepare_instance(settings: Settings):
+    import dagster as dg
+
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    yaml = settings.dagster_home / "dagster.yaml"
+    if not yaml.exists():
+        yaml.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    return dg.DagsterInstance.get()
+
+
+def _pipeline_stages(settings: Settings) -> list[Stage]:
+    """raw → features + labels (one single run over the period) → model → registry (last day)."""
+    from bikeshare_assets.partitions import city_partitions
+
+    stages: list[Stage] = []
+    for city in settings.cities.values():
+        parts = city_partitions(city, settings.source)
+        last_day = parts.days.get_last_partition_key()
+        stages += [
+            Stage(f"{city.key}: station list (daily)", [f"{city.key}/raw_station_information"], parts.days),
+            Stage(f"{city.key}: weather (hourly)", [f"{city.key}/raw_weather"], parts.hours),
+            Stage(
+                f"{city.key}: station status ({parts.cadence_minutes} min)",
+                [f"{city.key}/raw_station_status"],
+                parts.snapshots,
+            ),
+            Stage(
+                f"{city.key}: features + labels",
+                [f"{city.key}/station_features", f"{city.key}/stockout_labels"],
+                parts.snapshots,
+            ),
+            Stage(
+                f"{city.key}: train (day {last_day})", [f"{city.key}/stockout_model"], parts.days, last_day, last_day
+            ),
+            Stage(
+                f"{city.key}: register + gate",
+                [f"{city.key}/registered_model_version"],
+                parts.days,
+                last_day,
+                last_day,
+            ),
+        ]
+    return stages
+
+
+def _run_stage(defs, instance, stage: Stage) -> bool:
+    import dagster as dg
+
+    pdef = stage.partitions
+    first = stage.first or pdef.get_first_partition_key()  # type: ignore[attr-defined]
+    last = stage.last or pdef.get_last_partition_key()  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    result = dg.materialize(
+        list(defs.assets),
+        selection=stage.selection,
+        instance=instance,
+        resources=defs.resources,
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+            "bikeshare/launched_by": "bikeshare demo",
+        },
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    materialized: dict[str, dict] = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        entry = materialized.setdefault(mat.asset_key.to_user_string(), {"partitions": 0, "rows": 0, "gaps": 0})
+        entry["partitions"] += 1
+        entry["rows"] += int(md.get("rows") or 0)
+        entry["gaps"] += int(bool(md.get("gap")))
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    stage.result = {
+        "success": result.success,
+        "seconds": time.perf_counter() - started,
+        "assets": materialized,
+        "checks_failed": sum(1 for c in checks if not c.passed),  # type: ignore[union-attr]
+        "checks": len(checks),
+        "range": f"{first} .. {last}",
+        "run_id": result.run_id,
+    }
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data:
+                stage.result["error"] = event.step_failure_data.error.message if event.step_failure_data.error else ""
+                user = event.step_failure_data.user_failure_data
+                if user and user.description:
+                    stage.result["error"] = user.description
+    return result.success
+
+
+def _quarantined(settings: Settings) -> int:
+    from bikeshare_assets.definitions import build_resources
+    from bikeshare_assets.ingest.quarantine import list_quarantined
+
+    lake = build_resources(settings)["lake"]
+    return sum(1 for r in list_quarantined(lake) if r.get("rule") != "records_dropped")  # type: ignore[arg-type]
+
+
+def _print_summary(settings: Settings, stages: list[Stage], seconds: float) -> None:
+    print()
+    print(f"bikeshare demo — source={settings.source}, deployment={settings.deployment}")
+    print(f"{'asset':42} {'partitions':>10} {'with data':>10} {'gaps':>6} {'rows':>10} {'time':>8}")
+    for stage in stages:
+        for asset, info in stage.result.get("assets", {}).items():
+            print(
+                f"{asset:42} {info['partitions']:>10} {info['partitions'] - info['gaps']:>10} "
+                f"{info['gaps']:>6} {info['rows']:>10} {stage.result['seconds']:>7.1f}s"
+            )
+        if not stage.result.get("success", False):
+            print(f"{stage.label:42} FAILED after {stage.result.get('seconds', 0):.1f}s")
+    checks = sum(s.result.get("checks", 0) for s in stages)
+    failed = sum(s.result.get("checks_failed", 0) for s in stages)
+    print(f"asset checks: {checks} evaluated, {failed} failed (warn-level unless a step failed)")
+    print(f"rejected batches in quarantine: {_quarantined(settings)} ({settings.quarantine_root})")
+    _print_scorecard(settings, stages)
+    print(f"total time: {seconds:.1f}s")
+    print(f"data lake: {settings.storage_root}")
+    print(
+        f"Dagster UI on the same instance: DAGSTER_HOME={settings.dagster_home} "
+        ".venv/bin/dagster dev   (or: make ui)"
+    )
+
+
+def _print_scorecard(settings: Settings, stages: list[Stage]) -> None:
+    """Per target: model vs persistence, the gate's verdict, the registered version."""
+    import json
+
+    import dagster as dg
+
+    from bikeshare_assets.definitions import build_resources
+    from bikeshare_assets.storage import partition_key_path
+
+    lake = build_resources(settings)["lake"]
+    for stage in stages:
+        if not stage.selection[0].endswith("registered_model_version") or not stage.result.get("success"):
+            continue
+        city = stage.selection[0].split("/")[0]
+        day = stage.first
+        model = lake.read_parquet(partition_key_path(dg.AssetKey([city, "stockout_model"]), day))  # type: ignore[arg-type]
+        registry = lake.read_parquet(partition_key_path(dg.AssetKey([city, "registered_model_version"]), day))  # type: ignore[arg-type]
+        joined = model.join(registry.drop("test_pr_auc", "day"), on="target")
+        print(f"\nScorecard — {city}, model of {day} (test window: the last 2 days)")
+        print(f"{'target':16} {'PR-AUC':>14} {'F1':>14} {'Brier':>14}  gate      registered")
+        print(f"{'':16} {'model / pers.':>14} {'model / pers.':>14} {'model / pers.':>14}")
+        for r in joined.sort("target").iter_rows(named=True):
+            gate = json.loads(r["gate"])
+            verdict = "PASS" if all(x["passed"] for x in gate["rules"]) else "FAIL"
+            print(
+                f"{r['target']:16} {r['test_pr_auc']:.3f} / {r['baseline_test_pr_auc']:.3f}  "
+                f"{r['test_f1']:.3f} / {r['baseline_test_f1']:.3f}  {r['test_brier']:.3f} / {r['baseline_test_brier']:.3f}"
+                f"  {verdict:8}  {r['registered_model']} v{r['version']} "
+                f"({'champion' if r['champion_version'] == r['version'] else 'challenger'})"
+            )
+        print(
+            f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}"
+            "   (then open http://127.0.0.1:5000)"
+        )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    warnings.filterwarnings("ignore")
+    settings = get_settings()
+    if not settings.cities:
+        print(f"No city supports BIKESHARE_SOURCE={settings.source}; see cities.toml.", file=sys.stderr)
+        return 2
+    instance = _prepare_instance(settings)
+    from bikeshare_assets.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    stages = _pipeline_stages(settings)
+    started = time.perf_counter()
+    ok = True
+    with tqdm(stages, desc="bikeshare demo", unit="stage", file=sys.stdout) as bar:
+        for stage in bar:
+            bar.set_postfix_str(stage.label)
+            if not _run_stage(defs, instance, stage):
+                ok = False
+                break
+    _print_summary(settings, stages, time.perf_counter() - started)
+    if not ok:
+        failed = next(s for s in stages if s.result and not s.result["success"])
+        print(f"\nFAILED: {failed.label}\n{failed.result.get('error', '')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    for name, default, meaning in ENVIRONMENT_VARIABLES:
+        current = os.environ.get(name)
+        print(f"{name:28} {current or '(' + default + ')':40} {meaning}")
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from bikeshare_assets.definitions import build_resources
+    from bikeshare_assets.ingest.quarantine import list_quarantined
+
+    lake = build_resources(get_settings())["lake"]
+    records = list_quarantined(lake, args.asset)  # type: ignore[arg-type]
+    for r in records:
+        print(f"{r['city']}/{r['asset']} {r['partition']}  rule={r['rule']}  {r['message'][:120]}")
+    print(f"{len(records)} quarantined batch(es)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bikeshare", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="materialize the whole embedded period end to end").set_defaults(func=cmd_demo)
+    sub.add_parser("env", help="list the environment variables and their values").set_defaults(func=cmd_env)
+    q = sub.add_parser("quarantine", help="list rejected batches and why")
+    q.add_argument("--asset", default=None, help="only this raw asset (e.g. raw_station_status)")
+    q.set_defaults(func=cmd_quarantine)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+

@@ -1,0 +1,267 @@
+"""station_features and stockout_labels: one factory per city, thin Dagster wiring around
+the pure functions in compute.py and labels.py."""
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from bikeshare_assets.cities import City
+from bikeshare_assets.features.compute import (
+    FEATURE_COLUMNS,
+    LOOKBACK,
+    WEATHER_TOLERANCE,
+    FeatureContext,
+    build_station_features,
+    empty_features,
+)
+from bikeshare_assets.features.labels import HORIZON, LABEL_SCHEMA, build_labels
+from bikeshare_assets.features.store import partition_keys_between, read_partitions
+from bikeshare_assets.ingest.contracts import RuleOutcome
+from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
+from bikeshare_assets.partitions import SAME_DAY, CityPartitions
+from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage, MissingPartitionError
+
+# Share of rows allowed to miss a feature. Current state and static features must always be
+# there; window statistics miss where the recorder had gaps; weather where none was published.
+NULL_BUDGETS: dict[str, float] = {
+    **{c: 0.0 for c in ("bikes_available", "capacity", "lat", "lon", "local_hour", "weekday")},
+    **{c: 0.9 for c in FEATURE_COLUMNS if "net_flow" in c or "trend" in c or "_var_" in c},
+    "minutes_since_previous": 0.9,
+    "temperature_c": 0.5,
+    "precipitation_mm": 0.5,
+    "wind_speed_kmh": 0.5,
+}
+
+
+def null_budget_outcome(features: pl.DataFrame) -> RuleOutcome:
+    shares = {
+        c: features.get_column(c).null_count() / features.height for c in NULL_BUDGETS if features.height
+    }
+    over = {c: round(s, 4) for c, s in shares.items() if s > NULL_BUDGETS[c]}
+    return RuleOutcome(
+        "null_budget",
+        not over,
+        dg.AssetCheckSeverity.WARN,
+        max(shares.values(), default=0.0),
+        None,
+        "Every feature within its null budget."
+        if not over
+        else f"Features over their null budget: {over}.",
+        {"null_shares": {c: round(s, 4) for c, s in shares.items() if s > 0}},
+    )
+
+
+def _windows(context: dg.AssetExecutionContext) -> list[tuple[str, dg.TimeWindow]]:
+    pdef = context.assets_def.partitions_def
+    assert isinstance(pdef, dg.TimeWindowPartitionsDefinition)
+    return [(k, pdef.time_window_for_partition_key(k)) for k in context.partition_keys]
+
+
+def read_status_history(
+    lake: LakeStorage,
+    key: dg.AssetKey,
+    parts: CityPartitions,
+    windows: list[tuple[str, dg.TimeWindow]],
+    before: timedelta,
+    after: timedelta,
+) -> pl.DataFrame:
+    """Raw snapshots around the run's partitions. The run's own partitions must exist (a gap
+    is an existing, empty partition); ones outside the run may be absent (period start, or a
+    future snapshot that has not arrived yet)."""
+    first, last = windows[0][1].start, windows[-1][1].start
+    keys = partition_keys_between(parts.snapshots, first - before, last + after + parts.cadence)
+    frame, missing = read_partitions(lake, key, keys, missing_ok=True)
+    own = {k for k, _ in windows}
+    missing_own = [k for k in missing if k in own]
+    if missing_own:
+        raise MissingPartitionError(
+            f"{key.to_user_string()} partitions {missing_own[:5]}{'...' if len(missing_own) > 5 else ''} "
+            "are not materialized; materialize them before features and labels."
+        )
+    return frame
+
+
+def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinition]:
+    prefix = city.key
+    status_key = dg.AssetKey([prefix, "raw_station_status"])
+    info_key = dg.AssetKey([prefix, "raw_station_information"])
+    weather_key = dg.AssetKey([prefix, "raw_weather"])
+    features_key = dg.AssetKey([prefix, "station_features"])
+    labels_key = dg.AssetKey([prefix, "stockout_labels"])
+    steps = int(LOOKBACK / parts.cadence)
+    horizon_steps = int(HORIZON / parts.cadence)
+    context_ = FeatureContext(city.timezone, city.country, parts.cadence_minutes)
+    common: dict[str, Any] = {
+        "group_name": f"{prefix}_features",
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "owners": ["team:ml-platform"],
+        "tags": {"city": prefix, "layer": "features"},
+        "kinds": {"polars", "parquet"},
+        "metadata": {PARTITION_COLUMN_METADATA: "snapshot_at"},
+    }
+
+    @dg.asset(
+        key=features_key,
+        partitions_def=parts.snapshots,
+        deps=[
+            dg.AssetDep(
+                status_key,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-steps, allow_nonexistent_upstream_partitions=True
+                ),
+            ),
+            dg.AssetDep(info_key, partition_mapping=SAME_DAY),
+            dg.AssetDep(weather_key),
+        ],
+        check_specs=check_specs(
+            features_key,
+            ["null_budget", "no_look_ahead"],
+            parts.snapshots,
+            {
+                "null_budget": "Each feature's null share within its budget (gaps make window "
+                "features null, never borrowed values).",
+                "no_look_ahead": "Recomputing the newest snapshot of the run from raw data at or "
+                "before t alone gives identical features.",
+            },
+        ),
+        description=f"{city.display_name}: per station at snapshot t, features from raw data "
+        f"at or before t only (current state, {', '.join(str(w) for w in (15, 30, 60))}-minute "
+        "windows, neighbours within 500 m, local time and holidays, weather). The online and "
+        "the offline feature store.",
+        **common,
+    )
+    def station_features(context: dg.AssetExecutionContext, lake: LakeStorage):
+        started = time.perf_counter()
+        windows = _windows(context)
+        history = read_status_history(lake, status_key, parts, windows, LOOKBACK, timedelta(0))
+        first, last = windows[0][1].start, windows[-1][1].end
+        days = partition_keys_between(parts.days, first - LOOKBACK, last)
+        information, _ = read_partitions(lake, info_key, days, missing_ok=True)
+        hours = partition_keys_between(parts.hours, first - WEATHER_TOLERANCE, last)
+        weather, _ = read_partitions(lake, weather_key, hours, missing_ok=True)
+        times = [w.start for _, w in windows]
+        if history.height == 0:
+            features = empty_features()
+        else:
+            features = build_station_features(history, information, weather, times, context_)
+        by_time = features.partition_by("snapshot_at", as_dict=True) if features.height else {}
+        outcomes: dict[str, list[RuleOutcome]] = {}
+        for key, window in windows:
+            part = by_time.get((window.start,))
+            rows = 0 if part is None else part.height
+            context.add_asset_metadata({"rows": rows, "gap": rows == 0}, partition_key=key)
+            if part is not None:
+                outcomes[key] = [null_budget_outcome(part)]
+        if features.height:
+            newest_key, newest = windows[-1]
+            for key, window in reversed(windows):
+                if key in outcomes:
+                    newest_key, newest = key, window
+                    break
+            outcomes[newest_key].append(
+                _look_ahead_outcome(history, information, weather, newest.start, features, context_)
+            )
+        log_partition_checks(context, features_key, outcomes)
+        context.log.info(
+            f"{prefix}/station_features: {len(windows)} partition(s), {features.height} rows, "
+            f"{time.perf_counter() - started:.1f}s"
+        )
+        yield dg.Output(features)
+        yield from check_step_outputs(context, features_key)
+
+    @dg.asset(
+        key=labels_key,
+        partitions_def=parts.snapshots,
+        deps=[
+            dg.AssetDep(
+                status_key,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    end_offset=horizon_steps, allow_nonexistent_upstream_partitions=True
+                ),
+            )
+        ],
+        check_specs=check_specs(
+            labels_key,
+            ["label_maturity"],
+            parts.snapshots,
+            {"label_maturity": "The snapshot at t + 30 min exists, so t has labels."},
+        ),
+        description=f"{city.display_name}: bikes and free docks exactly 30 minutes after t, "
+        f"and the stockout flags (<= {city.stockout_threshold}). No future snapshot, no label.",
+        **common,
+    )
+    def stockout_labels(context: dg.AssetExecutionContext, lake: LakeStorage):
+        windows = _windows(context)
+        history = read_status_history(lake, status_key, parts, windows, timedelta(0), HORIZON)
+        labels = (
+            build_labels(history, city.stockout_threshold)
+            if history.height
+            else pl.DataFrame(schema=LABEL_SCHEMA)
+        )
+        own = {w.start for _, w in windows}
+        labels = labels.filter(pl.col("snapshot_at").is_in(list(own)))
+        present = (
+            set(history.get_column("snapshot_at").unique().to_list()) if history.height else set()
+        )
+        by_time = labels.partition_by("snapshot_at", as_dict=True) if labels.height else {}
+        outcomes: dict[str, list[RuleOutcome]] = {}
+        for key, window in windows:
+            rows = by_time.get((window.start,), pl.DataFrame()).height
+            matured = (window.start + HORIZON) in present
+            context.add_asset_metadata(
+                {"rows": rows, "matured": matured, "gap": window.start not in present},
+                partition_key=key,
+            )
+            if window.start in present:
+                outcomes[key] = [
+                    RuleOutcome(
+                        "label_maturity",
+                        matured,
+                        dg.AssetCheckSeverity.WARN,
+                        float(rows),
+                        None,
+                        f"{rows} station label(s) from the snapshot at "
+                        f"{(window.start + HORIZON).isoformat()}."
+                        if matured
+                        else "No snapshot 30 minutes later (not arrived yet, or a recorder gap): "
+                        "no labels for this snapshot.",
+                    )
+                ]
+        log_partition_checks(context, labels_key, outcomes)
+        yield dg.Output(labels)
+        yield from check_step_outputs(context, labels_key)
+
+    return [station_features, stockout_labels]
+
+
+def _look_ahead_outcome(
+    history: pl.DataFrame,
+    information: pl.DataFrame,
+    weather: pl.DataFrame,
+    at,
+    features: pl.DataFrame,
+    context: FeatureContext,
+) -> RuleOutcome:
+    """Recompute t from data at or before t only; any difference is look-ahead."""
+    past_only = build_station_features(
+        history.filter(pl.col("snapshot_at") <= at),
+        information,
+        weather.filter(pl.col("hour_start") <= at) if weather.height else weather,
+        [at],
+        context,
+    )
+    served = features.filter(pl.col("snapshot_at") == at)
+    equal = past_only.equals(served)
+    return RuleOutcome(
+        "no_look_ahead",
+        equal,
+        dg.AssetCheckSeverity.ERROR,
+        None,
+        None,
+        f"Features at {at.isoformat()} recomputed from data at or before t "
+        + ("are identical." if equal else "DIFFER: a feature reads the future."),
+        {"rows": served.height},
+    )

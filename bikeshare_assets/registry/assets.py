@@ -1,0 +1,191 @@
+"""registered_model_version (daily): every new model is registered as `challenger`; a
+blocking promotion gate decides whether `champion` moves."""
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from bikeshare_assets.cities import City
+from bikeshare_assets.features.labels import TARGETS
+from bikeshare_assets.partitions import CityPartitions
+from bikeshare_assets.registry.gate import GateThresholds, evaluate_gate
+from bikeshare_assets.registry.registry import (
+    CHAMPION,
+    alias_version,
+    promote,
+    register_challenger,
+    registered_model_name,
+    score_on,
+    test_rows,
+)
+from bikeshare_assets.storage import LakeStorage
+from bikeshare_assets.training.reports import model_card
+from bikeshare_assets.training.tracking import MlflowTracking
+
+REGISTRY_SCHEMA = {
+    "day": pl.String(),
+    "target": pl.String(),
+    "registered_model": pl.String(),
+    "version": pl.String(),
+    "decision": pl.String(),
+    "champion_version": pl.String(),
+    "previous_champion": pl.String(),
+    "test_pr_auc": pl.Float64(),
+    "champion_pr_auc_same_rows": pl.Float64(),
+    "gate": pl.String(),
+    "model_card": pl.String(),
+}
+
+
+class PromotionConfig(dg.Config):
+    """The gate's floors; `force` promotes even when a rule fails (recorded as such)."""
+
+    min_pr_auc: float = 0.70
+    min_f1: float = 0.55
+    max_overfit_gap: float = 0.10
+    force: bool = False
+
+
+def gate_check_name(target: str) -> str:
+    return f"promotion_gate_{target}"
+
+
+def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinition]:
+    prefix = city.key
+    key = dg.AssetKey([prefix, "registered_model_version"])
+
+    @dg.asset(
+        key=key,
+        partitions_def=parts.days,
+        ins={"stockout_model": dg.AssetIn(key=[prefix, "stockout_model"])},
+        check_specs=[
+            dg.AssetCheckSpec(
+                gate_check_name(target),
+                asset=key,
+                partitions_def=parts.days,
+                blocking=True,
+                description=f"Promotion gate for {target}: test PR-AUC >= 0.70, F1 >= 0.55, "
+                "overfit gap < 0.10, above persistence, not worse than the champion on the same "
+                "test rows. Blocks deployment when it fails.",
+            )
+            for target in TARGETS
+        ],
+        group_name=f"{prefix}_training",
+        kinds={"mlflow"},
+        owners=["team:ml-platform"],
+        tags={"city": prefix, "layer": "registry"},
+        description=f"{city.display_name}: the day's models in the MLflow registry (one "
+        "registered model per target), alias `challenger`; `champion` moves only through the "
+        "gate. Roll back with `bikeshare rollback --city <city> --target <target>`.",
+    )
+    def registered_model_version(
+        context: dg.AssetExecutionContext,
+        config: PromotionConfig,
+        stockout_model: pl.DataFrame,
+        mlflow_tracking: MlflowTracking,
+        lake: LakeStorage,
+    ):
+        client = mlflow_tracking.client()
+        thresholds = GateThresholds(config.min_pr_auc, config.min_f1, config.max_overfit_gap)
+        rows, results = [], []
+        for model in stockout_model.iter_rows(named=True):
+            target = model["target"]
+            name = registered_model_name(prefix, target)
+            version = register_challenger(
+                client,
+                name,
+                model["model_uri"],
+                {"day": model["day"], "dagster.run_id": context.run.run_id},
+            )
+            champion = alias_version(client, name, CHAMPION)
+            rows_for_gate = test_rows(model["mlflow_run_id"])
+            champion_score = (
+                score_on(name, champion.version, rows_for_gate, target) if champion is not None else None
+            )
+            run = client.get_run(model["mlflow_run_id"])
+            metrics = dict(run.data.metrics)
+            gate = evaluate_gate(metrics, thresholds, champion_score)
+            if gate.passed or config.force:
+                previous = promote(client, name, version.version)
+                decision = "promoted" if gate.passed else "promoted (forced past a failing gate)"
+            else:
+                previous, decision = None, "rejected: champion unchanged"
+            after = alias_version(client, name, CHAMPION)
+            card = model_card(
+                city=prefix,
+                target=target,
+                metrics=metrics,
+                params={k: _num(v) for k, v in run.data.params.items() if k in _PARAMS},
+                boundaries={k: run.data.params.get(k, "") for k in _BOUNDARIES},
+                importance={},
+                run_id=model["mlflow_run_id"],
+                version=version.version,
+                gate=gate.as_dict(decision),
+            )
+            client.log_text(model["mlflow_run_id"], card, f"model_card_v{version.version}.md")
+            card_uri = lake.write_bytes(f"model_cards/{name}/v{version.version}.md", card.encode())
+            context.log.info(f"{name} v{version.version}: {decision} (champion now v{after.version if after else '-'})")
+            rows.append(
+                {
+                    "day": model["day"],
+                    "target": target,
+                    "registered_model": name,
+                    "version": version.version,
+                    "decision": decision,
+                    "champion_version": after.version if after else None,
+                    "previous_champion": previous,
+                    "test_pr_auc": metrics["test_pr_auc"],
+                    "champion_pr_auc_same_rows": champion_score,
+                    "gate": json.dumps(gate.as_dict(decision)),
+                    "model_card": card_uri,
+                }
+            )
+            results.append(
+                dg.AssetCheckResult(
+                    check_name=gate_check_name(target),
+                    passed=gate.passed,
+                    metadata={
+                        "registered_model": name,
+                        "version": version.version,
+                        "decision": decision,
+                        "rules": dg.MetadataValue.md(
+                            "\n".join(
+                                f"- {'✅' if r.passed else '❌'} {r.rule}: {r.value}" for r in gate.rules
+                            )
+                        ),
+                    },
+                )
+            )
+        frame = pl.DataFrame(rows, schema=REGISTRY_SCHEMA)
+        yield dg.Output(
+            frame,
+            metadata={
+                f"{r['target']}": f"v{r['version']} {r['decision']}; champion v{r['champion_version']}"
+                for r in rows
+            },
+        )
+        yield from results
+
+    return [registered_model_version]
+
+
+_PARAMS = {
+    "learning_rate",
+    "num_leaves",
+    "min_data_in_leaf",
+    "feature_fraction",
+    "bagging_fraction",
+    "lambda_l2",
+    "scale_pos_weight",
+    "n_trials",
+}
+_BOUNDARIES = ("train_start", "validation_start", "test_start", "end", "embargo_minutes")
+
+
+def _num(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+

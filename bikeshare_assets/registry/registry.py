@@ -1,0 +1,90 @@
+"""MLflow registry operations: register, promote, roll back. MLflow 3 aliases, not stages.
+
+History is kept on the versions themselves: a promoted version carries the tag
+`previous_champion`, so a rollback is one alias move and `champion` never loses its past.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import mlflow
+import polars as pl
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import average_precision_score
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def registered_model_name(city: str, target: str) -> str:
+    return f"{city}_{target}"
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register_challenger(
+    client: MlflowClient, name: str, model_uri: str, tags: dict[str, str]
+) -> ModelVersion:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="30-minute-ahead stockout classifier (bikeshare_assets)."
+        )
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return version
+
+
+def test_rows(run_id: str) -> pl.DataFrame:
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/test_rows.parquet")
+    return pl.read_parquet(path)
+
+
+def score_on(name: str, version: str, rows: pl.DataFrame, target: str) -> float:
+    """PR-AUC of a registered version on given rows (used to compare champion and challenger
+    on exactly the same rows)."""
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    from bikeshare_assets.features.compute import FEATURE_COLUMNS
+
+    x = rows.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).to_pandas()
+    predictions = model.predict(x)
+    return float(average_precision_score(rows.get_column(target).cast(pl.Int8).to_numpy(), predictions[f"p_{target}"]))
+
+
+def promote(client: MlflowClient, name: str, version: str) -> str | None:
+    """Move `champion` to `version`; returns the version it replaced."""
+    previous = alias_version(client, name, CHAMPION)
+    now = datetime.now(UTC).isoformat()
+    if previous is not None and previous.version != version:
+        client.set_model_version_tag(name, version, "previous_champion", previous.version)
+        client.set_model_version_tag(name, previous.version, "superseded_by", version)
+    client.set_model_version_tag(name, version, "promoted_at", now)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return previous.version if previous is not None and previous.version != version else None
+
+
+def rollback(client: MlflowClient, name: str, to_version: str | None = None) -> tuple[str, str]:
+    """Put the previous champion (or `to_version`) back; returns (from, to)."""
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
+        raise ValueError(f"{name} has no champion to roll back.")
+    target = to_version or current.tags.get("previous_champion")
+    if not target:
+        raise ValueError(
+            f"{name} v{current.version} has no previous champion; pass --to-version N "
+            "(see `mlflow ui` for the versions)."
+        )
+    client.get_model_version(name, target)  # fails clearly if it does not exist
+    client.set_registered_model_alias(name, CHAMPION, target)
+    client.set_model_version_tag(name, current.version, "rolled_back_at", datetime.now(UTC).isoformat())
+    client.set_model_version_tag(name, target, "restored_from", current.version)
+    return current.version, target

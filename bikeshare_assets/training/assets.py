@@ -1,0 +1,243 @@
+"""stockout_model (daily): one LightGBM classifier per target on the trailing days of
+station_features ⋈ stockout_labels, tracked in MLflow."""
+
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import polars as pl
+from mlflow.models import infer_signature
+
+from bikeshare_assets.cities import City
+from bikeshare_assets.features.compute import FEATURE_COLUMNS
+from bikeshare_assets.features.labels import TARGETS
+from bikeshare_assets.features.store import partition_keys_between, read_partitions
+from bikeshare_assets.partitions import CityPartitions
+from bikeshare_assets.storage import LakeStorage
+from bikeshare_assets.training.pyfunc import StockoutModel, write_model_artifacts
+from bikeshare_assets.training.reports import model_card, save_figures
+from bikeshare_assets.training.tracking import MlflowTracking
+from bikeshare_assets.training.train import (
+    SplitConfig,
+    TuningConfig,
+    persistence_scores,
+    time_split,
+    train_target,
+    training_frame,
+)
+
+MODEL_SUMMARY_SCHEMA = {
+    "day": pl.String(),
+    "target": pl.String(),
+    "mlflow_run_id": pl.String(),
+    "model_uri": pl.String(),
+    "decision_threshold": pl.Float64(),
+    "test_pr_auc": pl.Float64(),
+    "test_f1": pl.Float64(),
+    "test_brier": pl.Float64(),
+    "overfit_gap": pl.Float64(),
+    "baseline_test_pr_auc": pl.Float64(),
+    "baseline_test_f1": pl.Float64(),
+    "baseline_test_brier": pl.Float64(),
+    "test_rows": pl.Int64(),
+    "n_trials": pl.Int64(),
+}
+
+
+class TrainingConfig(dg.Config):
+    """Knobs of a training run (launchpad / `--config` / run_config)."""
+
+    trailing_days: int = 10
+    test_days: float = 2.0
+    validation_days: float = 1.0
+    n_trials: int = 8
+    seed: int = 42
+
+
+def experiment_name(city: City) -> str:
+    return f"bikeshare/{city.key}/stockout_model"
+
+
+def load_training_frame(
+    lake: LakeStorage, city: City, parts: CityPartitions, day: dg.TimeWindow, trailing_days: int
+) -> pl.DataFrame:
+    start = day.end - timedelta(days=trailing_days)
+    keys = partition_keys_between(parts.snapshots, start, day.end)
+    features, missing = read_partitions(
+        lake, dg.AssetKey([city.key, "station_features"]), keys, missing_ok=True
+    )
+    labels, _ = read_partitions(lake, dg.AssetKey([city.key, "stockout_labels"]), keys, missing_ok=True)
+    if features.height == 0 or labels.height == 0:
+        raise ValueError(
+            f"{city.key}/stockout_model: no features or labels between {start} and {day.end} "
+            f"({len(missing)} of {len(keys)} feature partitions missing). Materialize "
+            f"{city.key}/station_features and {city.key}/stockout_labels for that range first."
+        )
+    return training_frame(features, labels)
+
+
+def build_training_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinition]:
+    prefix = city.key
+    model_key = dg.AssetKey([prefix, "stockout_model"])
+
+    @dg.asset(
+        key=model_key,
+        partitions_def=parts.days,
+        deps=[dg.AssetDep([prefix, "station_features"]), dg.AssetDep([prefix, "stockout_labels"])],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "beats_persistence",
+                asset=model_key,
+                partitions_def=parts.days,
+                description="Test PR-AUC and F1 above the persistence baseline on the same rows.",
+            ),
+            dg.AssetCheckSpec(
+                "overfit_gap",
+                asset=model_key,
+                partitions_def=parts.days,
+                description="Train minus validation PR-AUC below 0.10.",
+            ),
+        ],
+        group_name=f"{prefix}_training",
+        kinds={"lightgbm", "optuna", "mlflow"},
+        owners=["team:ml-platform"],
+        tags={"city": prefix, "layer": "model"},
+        description=f"{city.display_name}: one LightGBM classifier per target "
+        f"({', '.join(TARGETS)}), Optuna-tuned on the trailing days of features ⋈ labels with a "
+        "time-ordered split; MLflow run per target with metrics, figures, model card and a "
+        "probability-returning pyfunc model.",
+    )
+    def stockout_model(
+        context: dg.AssetExecutionContext,
+        config: TrainingConfig,
+        lake: LakeStorage,
+        mlflow_tracking: MlflowTracking,
+    ):
+        day = context.partition_time_window
+        frame = load_training_frame(lake, city, parts, day, config.trailing_days)
+        split = time_split(frame, SplitConfig(config.test_days, config.validation_days))
+        context.log.info(
+            f"training rows: train {split.train.height}, validation {split.validation.height}, "
+            f"test {split.test.height} ({split.boundaries})"
+        )
+        rows = []
+        for target in TARGETS:
+            started = time.perf_counter()
+            trained = train_target(
+                split, target, city.stockout_threshold, TuningConfig(n_trials=config.n_trials, seed=config.seed)
+            )
+            run_id, model_uri = _log_to_mlflow(context, mlflow_tracking, city, split, trained)
+            m = trained.metrics
+            context.log.info(
+                f"{target}: test PR-AUC {m['test_pr_auc']:.3f} (persistence "
+                f"{m['baseline_test_pr_auc']:.3f}), F1 {m['test_f1']:.3f}, overfit gap "
+                f"{m['overfit_gap']:.3f}, {time.perf_counter() - started:.0f}s, MLflow run {run_id}"
+            )
+            rows.append(
+                {
+                    "day": context.partition_key,
+                    "target": target,
+                    "mlflow_run_id": run_id,
+                    "model_uri": model_uri,
+                    **{k: m[k] for k in MODEL_SUMMARY_SCHEMA if k in m},
+                    "test_rows": int(m["test_rows"]),
+                    "n_trials": trained.n_trials_completed,
+                }
+            )
+        summary = pl.DataFrame(rows, schema=MODEL_SUMMARY_SCHEMA)
+        yield dg.Output(
+            summary,
+            metadata={
+                "summary": dg.MetadataValue.md(_markdown(summary)),
+                **{f"{r['target']}_mlflow_run": r["mlflow_run_id"] for r in rows},
+            },
+        )
+        beats = {r["target"]: r["test_pr_auc"] > r["baseline_test_pr_auc"] and r["test_f1"] > r["baseline_test_f1"] for r in rows}
+        yield dg.AssetCheckResult(
+            check_name="beats_persistence",
+            passed=all(beats.values()),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={t: beats[t] for t in beats},
+        )
+        gaps = {r["target"]: round(r["overfit_gap"], 4) for r in rows}
+        yield dg.AssetCheckResult(
+            check_name="overfit_gap",
+            passed=all(g < 0.10 for g in gaps.values()),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata=gaps,
+        )
+
+    return [stockout_model]
+
+
+def _markdown(summary: pl.DataFrame) -> str:
+    lines = ["| target | PR-AUC | persistence | F1 | persistence | Brier | persistence |", "|---|---|---|---|---|---|---|"]
+    for r in summary.iter_rows(named=True):
+        lines.append(
+            f"| {r['target']} | {r['test_pr_auc']:.3f} | {r['baseline_test_pr_auc']:.3f} | "
+            f"{r['test_f1']:.3f} | {r['baseline_test_f1']:.3f} | {r['test_brier']:.3f} | "
+            f"{r['baseline_test_brier']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _log_to_mlflow(context, tracking: MlflowTracking, city: City, split, trained) -> tuple[str, str]:
+    """One MLflow run per target: params, metrics, figures, model card, test rows, model."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tracking.start_run(
+            experiment_name(city),
+            f"{city.key}-{trained.target}-{context.partition_key}",
+            context,
+            tags={"city": city.key, "target": trained.target},
+        ) as run,
+    ):
+        tmpdir = Path(tmp)
+        mlflow.log_params({**trained.params, "target": trained.target, "n_trials": trained.n_trials_completed, **split.boundaries})
+        mlflow.log_metrics(trained.metrics)
+        save_figures(
+            tmpdir / "figures",
+            trained.target,
+            trained.test_labels,
+            trained.test_scores,
+            persistence_scores(split.test, trained.target),
+            trained.threshold,
+            trained.feature_importance,
+        )
+        mlflow.log_artifacts(str(tmpdir / "figures"), artifact_path="figures")
+        card = model_card(
+            city=city.key,
+            target=trained.target,
+            metrics=trained.metrics,
+            params=trained.params,
+            boundaries=split.boundaries,
+            importance=trained.feature_importance,
+            run_id=run.info.run_id,
+        )
+        mlflow.log_text(card, "model_card.md")
+        # The exact rows the model was tested on: the promotion gate scores the champion on them.
+        test_rows = tmpdir / "test_rows.parquet"
+        split.test.write_parquet(test_rows)
+        mlflow.log_artifact(str(test_rows), artifact_path="evaluation")
+        artifacts = write_model_artifacts(
+            tmpdir / "model", {trained.target: trained.booster}, {trained.target: trained.threshold}
+        )
+        example = split.test.head(5).select(FEATURE_COLUMNS).with_columns(pl.all().cast(pl.Float64)).to_pandas()
+        model = StockoutModel()
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            artifacts=artifacts,
+            input_example=example,
+            signature=infer_signature(example, _predict_example(artifacts, example)),
+            pip_requirements=["lightgbm>=4.7", "pandas", "numpy", "mlflow>=3.17"],
+        )
+        return run.info.run_id, info.model_uri
+
+
+def _predict_example(artifacts: dict[str, str], example):
+    """Output example for the signature, from the same class that will serve."""
+    return StockoutModel.from_artifacts(artifacts).predict(None, example)

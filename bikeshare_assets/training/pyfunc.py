@@ -1,0 +1,82 @@
+"""The MLflow model that is logged, registered and served: LightGBM boosters behind a pyfunc
+that returns probabilities (MLflow's own LightGBM flavour would return class labels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from bikeshare_assets.features.compute import FEATURE_COLUMNS
+
+
+class StockoutModel(mlflow.pyfunc.PythonModel):
+    """P(stockout) for one or more targets, plus the flag at each target's threshold.
+
+    Output columns per target: `p_<target>` and `flag_<target>`; `model_version` says which
+    registered version answered (filled in from the model's metadata).
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self._load(context.artifacts)
+
+    @classmethod
+    def from_artifacts(cls, artifacts: dict[str, str]) -> "StockoutModel":
+        """The same model outside MLflow (signature examples, tests)."""
+        model = cls()
+        model._load(artifacts)
+        return model
+
+    def _load(self, artifacts: dict[str, str]) -> None:
+        meta = json.loads(Path(artifacts["meta"]).read_text())
+        self.meta: dict[str, Any] = meta
+        self.features: list[str] = meta["features"]
+        self.boosters = {
+            target: lgb.Booster(model_file=artifacts[f"booster_{target}"])
+            for target in meta["targets"]
+        }
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        missing = [c for c in self.features if c not in model_input.columns]
+        if missing:
+            raise ValueError(f"model input lacks feature column(s) {missing}")
+        x = model_input[self.features].astype("float64").to_numpy()
+        out: dict[str, Any] = {}
+        for target, booster in self.boosters.items():
+            p = booster.predict(x, num_iteration=self.meta["best_iteration"].get(target))
+            out[f"p_{target}"] = p
+            out[f"flag_{target}"] = (p >= self.meta["thresholds"][target]).astype(np.int8)
+        frame = pd.DataFrame(out)
+        frame["model_version"] = self.meta.get("model_version", "unregistered")
+        return frame
+
+
+def write_model_artifacts(
+    directory: Path,
+    boosters: dict[str, lgb.Booster],
+    thresholds: dict[str, float],
+    model_version: str = "unregistered",
+) -> dict[str, str]:
+    """Files for `mlflow.pyfunc.log_model(artifacts=...)`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    artifacts = {}
+    for target, booster in boosters.items():
+        path = directory / f"{target}.txt"
+        booster.save_model(str(path), num_iteration=booster.best_iteration or None)
+        artifacts[f"booster_{target}"] = str(path)
+    meta = {
+        "features": FEATURE_COLUMNS,
+        "targets": sorted(boosters),
+        "thresholds": thresholds,
+        # Saved boosters already stop at their best iteration.
+        "best_iteration": {t: None for t in boosters},
+        "model_version": model_version,
+    }
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+    artifacts["meta"] = str(directory / "meta.json")
+    return artifacts

@@ -1,0 +1,141 @@
+"""Evaluation figures and the model card, produced for every trained target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: servers and CI have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.calibration import CalibrationDisplay  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay  # noqa: E402
+
+GATE_METRICS = (
+    ("test_pr_auc", "PR-AUC"),
+    ("test_roc_auc", "ROC-AUC"),
+    ("test_f1", "F1"),
+    ("test_f2", "F2"),
+    ("test_precision", "precision"),
+    ("test_recall", "recall"),
+    ("test_brier", "Brier"),
+)
+
+
+def save_figures(
+    directory: Path,
+    target: str,
+    y: np.ndarray,
+    p: np.ndarray,
+    baseline: np.ndarray,
+    threshold: float,
+    importance: dict[str, float],
+) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    PrecisionRecallDisplay.from_predictions(y, p, name="LightGBM", ax=ax)
+    PrecisionRecallDisplay.from_predictions(y, baseline, name="persistence", ax=ax)
+    ax.set_title(f"{target}: precision-recall on the test window")
+    paths.append(_save(fig, directory / "pr_curve.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    CalibrationDisplay.from_predictions(y, p, n_bins=15, strategy="quantile", name="LightGBM", ax=ax)
+    ax.set_title(f"{target}: calibration on the test window")
+    paths.append(_save(fig, directory / "calibration_curve.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ConfusionMatrixDisplay.from_predictions(
+        y, (p >= threshold).astype(int), display_labels=["ok", "stockout"], ax=ax, colorbar=False
+    )
+    ax.set_title(f"{target}: confusion matrix at threshold {threshold:.2f}")
+    paths.append(_save(fig, directory / "confusion_matrix.png"))
+
+    top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:20]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.barh([k for k, _ in reversed(top)], [v for _, v in reversed(top)])
+    ax.set_xlabel("total gain")
+    ax.set_title(f"{target}: top 20 features")
+    paths.append(_save(fig, directory / "feature_importance.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def model_card(
+    *,
+    city: str,
+    target: str,
+    metrics: dict[str, float],
+    params: dict,
+    boundaries: dict[str, str],
+    importance: dict[str, float],
+    run_id: str,
+    version: str | None = None,
+    gate: dict | None = None,
+) -> str:
+    """An auto-filled model card (markdown)."""
+    rows = "\n".join(
+        f"| {label} | {metrics[key]:.3f} | "
+        + (f"{metrics['baseline_' + key]:.3f}" if "baseline_" + key in metrics else "—")
+        + " |"
+        for key, label in GATE_METRICS
+        if key in metrics
+    )
+    top = ", ".join(f"`{k}`" for k, _ in sorted(importance.items(), key=lambda kv: -kv[1])[:8])
+    what = "no bikes to rent" if target == "stockout_bikes" else "no free dock to return a bike"
+    gate_md = ""
+    if gate:
+        gate_md = "\n## Promotion gate\n\n| rule | value | passed |\n|---|---|---|\n" + "\n".join(
+            f"| {r['rule']} | {r['value']} | {'yes' if r['passed'] else 'NO'} |" for r in gate["rules"]
+        ) + f"\n\nDecision: **{gate['decision']}**\n"
+    return f"""# Model card — {city} / {target}{f' v{version}' if version else ''}
+
+**What it predicts:** the probability that a station has {what} (≤ 2) 30 minutes after the
+snapshot, from that snapshot's features. **Used for:** ranking stations for rebalancing vans.
+**Not for:** horizons other than 30 minutes, other cities without retraining.
+
+MLflow run `{run_id}`. LightGBM (binary, Optuna-tuned), decision threshold
+{metrics['decision_threshold']:.3f} chosen on validation to maximise F1.
+
+## Data
+
+| window | from | rows |
+|---|---|---|
+| train | {boundaries['train_start']} | {int(metrics['train_rows'])} |
+| validation | {boundaries['validation_start']} | {int(metrics['validation_rows'])} |
+| test | {boundaries['test_start']} → {boundaries['end']} | {int(metrics['test_rows'])} |
+
+Splits are time-ordered with a {boundaries['embargo_minutes']}-minute embargo. Test base
+rate {metrics['test_base_rate']:.3f}.
+
+## Test metrics (model vs persistence baseline on the same rows)
+
+| metric | model | persistence |
+|---|---|---|
+{rows}
+
+Overfit gap (train − validation PR-AUC): {metrics['overfit_gap']:.3f}.
+
+## Most important features
+
+{top}
+
+## Hyper-parameters
+
+{", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()) if k not in ("verbosity", "objective", "metric", "feature_pre_filter"))}
+{gate_md}
+## Limitations
+
+Trained on the recorded period only: stations that change behaviour (works, events, new
+stations) are not foreseen; recorder gaps leave fewer training rows on some days; weather is
+hourly. Re-evaluate on fresh outcomes (model_quality) before trusting it in a new season.
+"""

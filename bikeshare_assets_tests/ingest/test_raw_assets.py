@@ -1,0 +1,427 @@
+"""The raw assets, materialized with Dagster on a real instance.
+
+Replay runs use a one-day copy of the real Vélib' recording (2025-09-08 UTC); expected
+values are read from the recording itself, not from the pipeline. Live runs go through a
+real GBFS server on 127.0.0.1 serving the real Vélib' documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from bikeshare_assets.cities import SourceMode
+from bikeshare_assets.ingest.contracts import STATUS_CHECKS
+from bikeshare_assets.ingest.gbfs import STATUS_SCHEMA
+from bikeshare_assets.ingest.quarantine import list_quarantined
+from bikeshare_assets.ingest.simulator import SimulatedSystem, SimulationConfig
+from bikeshare_assets.partitions import city_partitions
+from bikeshare_assets.storage import LakeStorage
+from bikeshare_assets_tests.conftest import (
+    DAY,
+    RECORDED_WEATHER,
+    build_defs,
+    lake_files,
+    materializations,
+    materialize_range,
+    pkey,
+    replay_table,
+    settings_for,
+    step_failure_message,
+    utc,
+    write_cities,
+)
+from bikeshare_assets_tests.support.gbfs_server import FIXTURES_DIR, GbfsServer, Reply
+
+STATUS = "paris/raw_station_status"
+INFO = "paris/raw_station_information"
+WEATHER = "paris/raw_weather"
+STATUS_KEY = dg.AssetKey(["paris", "raw_station_status"])
+VELIB = FIXTURES_DIR / "velib-2025"
+
+
+def bin_rows(recording: pl.DataFrame, at: datetime) -> pl.DataFrame:
+    return recording.filter(pl.col("tbin_utc") == at.replace(tzinfo=None))
+
+
+def status_file(lake_root: Path, partition: str, city: str = "paris") -> Path:
+    return lake_root / "raw_station_status" / f"city={city}" / f"dt={partition}" / "part.parquet"
+
+
+def check_records(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, names
+) -> dict[tuple[str, str], bool]:
+    """(check name, partition) -> passed, for every completed evaluation stored."""
+    out: dict[tuple[str, str], bool] = {}
+    for name in names:
+        key = dg.AssetCheckKey(asset_key, name)
+        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=1000):
+            if record.event is None or record.event.dagster_event is None:
+                continue
+            data = record.event.dagster_event.event_specific_data
+            if isinstance(data, dg.AssetCheckEvaluation):
+                assert record.partition == data.partition
+                out.setdefault((name, str(record.partition)), data.passed)
+    return out
+
+
+@pytest.fixture
+def paris_day(home: Path, day_cities: Path) -> dg.Definitions:
+    return build_defs(settings_for(home, day_cities))
+
+
+# --------------------------------------------------------------------------------------
+# Replay
+# --------------------------------------------------------------------------------------
+
+
+def test_status_range_lands_per_partition_with_real_gaps(
+    paris_day, instance, home, full_recording
+) -> None:
+    assert materialize_range(paris_day, instance, INFO, DAY).success
+
+    result = materialize_range(paris_day, instance, STATUS, "2025-09-08-00:00", "2025-09-08-01:00")
+
+    assert result.success, step_failure_message(result)
+    lake_root = home / "lake"
+    keys = [
+        "2025-09-08-00:00",
+        "2025-09-08-00:15",
+        "2025-09-08-00:30",
+        "2025-09-08-00:45",
+        "2025-09-08-01:00",
+    ]
+    bins = {
+        pkey(utc(2025, 9, 8, h, m))
+        for h, m in ((0, 0), (0, 15), (0, 30), (0, 45), (1, 0))
+        if bin_rows(full_recording, utc(2025, 9, 8, h, m)).height
+    }
+    assert bins == {"2025-09-08-00:30", "2025-09-08-00:45"}  # the recorder missed the rest
+
+    meta = materializations(result)
+    assert sorted(meta) == keys
+    for key in keys:
+        frame = pl.read_parquet(status_file(lake_root, key))
+        assert frame.schema == pl.Schema(STATUS_SCHEMA)
+        if key not in bins:
+            assert frame.is_empty()
+            assert meta[key]["gap"] is True and meta[key]["rows"] == 0
+            continue
+        at = datetime.strptime(key, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC)
+        recorded = bin_rows(full_recording, at).filter(pl.col("stationcode").is_not_null())
+        assert meta[key]["gap"] is False
+        assert meta[key]["rows"] == frame.height == recorded.height
+        assert frame["snapshot_at"].unique().to_list() == [at]
+        got = frame.select("station_id", "bikes_available", "docks_available").sort("station_id")
+        want = recorded.select(
+            pl.col("stationcode").alias("station_id"),
+            pl.col("nb_velos_bin").alias("bikes_available"),
+            pl.col("nb_bornes_bin").alias("docks_available"),
+        ).sort("station_id")
+        assert got.equals(want)
+
+    # The 00:30 bin holds the recording's one record without a station code: the batch is
+    # accepted, the record is kept in quarantine, and the partition says so.
+    assert meta["2025-09-08-00:30"]["records_dropped"] == 1
+    dropped = list_quarantined(LakeStorage(root=str(lake_root)), "raw_station_status")
+    assert [(r["partition"], r["rule"]) for r in dropped] == [
+        ("2025-09-08-00:30", "records_dropped")
+    ]
+    payload = Path(meta["2025-09-08-00:30"]["dropped_records_quarantine"]) / "payload.jsonl"
+    record = json.loads(payload.read_text().splitlines()[0])
+    assert record["reason"] == "station_id: missing" and record["record"]["station_id"] is None
+
+    # One check evaluation per check per partition with data, none for the gaps.
+    checks = check_records(instance, STATUS_KEY, STATUS_CHECKS)
+    assert set(checks) == {(c, p) for c in STATUS_CHECKS for p in sorted(bins)}
+    assert all(checks.values())
+    contract = dg.AssetCheckKey(STATUS_KEY, "contract")
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [contract], partition_filter=PartitionKeyFilter(key="2025-09-08-00:45")
+    )[contract]
+    assert latest.partition == "2025-09-08-00:45"
+    assert latest.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+    assert latest.event.dagster_event.event_specific_data.metadata["records_received"].value == 1204
+    # A gap has no snapshot to check: its planned evaluation is never completed.
+    gap = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [contract], partition_filter=PartitionKeyFilter(key="2025-09-08-00:15")
+    ).get(contract)
+    assert gap is None or gap.status == AssetCheckExecutionRecordStatus.PLANNED
+
+
+def test_metadata_path_never_names_another_partitions_file(paris_day, instance, home) -> None:
+    """Output metadata is shared by all partitions of a run: a range names the asset's
+    folder, a single partition its own file."""
+    assert materialize_range(paris_day, instance, INFO, DAY).success
+    folder = home / "lake" / "raw_station_status" / "city=paris"
+
+    ranged = materialize_range(paris_day, instance, STATUS, "2025-09-08-00:30", "2025-09-08-00:45")
+    single = materialize_range(paris_day, instance, STATUS, "2025-09-08-00:45")
+
+    assert ranged.success and single.success
+    assert {k: Path(md["path"]) for k, md in materializations(ranged).items()} == {
+        "2025-09-08-00:30": folder,
+        "2025-09-08-00:45": folder,
+    }
+    assert Path(materializations(single)["2025-09-08-00:45"]["path"]) == status_file(
+        home / "lake", "2025-09-08-00:45"
+    )
+    assert status_file(home / "lake", "2025-09-08-00:30").is_relative_to(folder)
+
+
+def test_station_information_day_from_the_recording(paris_day, instance, home, full_recording):
+    result = materialize_range(paris_day, instance, INFO, DAY)
+
+    assert result.success
+    frame = pl.read_parquet(
+        home / "lake/raw_station_information/city=paris/dt=2025-09-08/part.parquet"
+    )
+    day = full_recording.filter(
+        (pl.col("tbin_utc") >= datetime(2025, 9, 8))
+        & (pl.col("tbin_utc") < datetime(2025, 9, 9))
+        & pl.col("stationcode").is_not_null()
+    )
+    want = day.group_by("stationcode").agg(pl.col("capacity_bin").max()).sort("stationcode")
+    got = frame.select("station_id", "capacity").sort("station_id")
+    assert got.rows() == want.rows()
+    assert frame["as_of_day"].unique().to_list() == [utc(2025, 9, 8)]
+    checks = check_records(
+        instance,
+        dg.AssetKey(["paris", "raw_station_information"]),
+        ("contract", "coordinates_near_city", "capacity_present"),
+    )
+    assert checks == {
+        ("contract", DAY): True,
+        ("coordinates_near_city", DAY): True,
+        ("capacity_present", DAY): True,
+    }
+
+
+def test_weather_hours_with_a_recorder_gap(paris_day, instance, home) -> None:
+    result = materialize_range(paris_day, instance, WEATHER, "2025-09-08-00:00", "2025-09-08-03:00")
+
+    assert result.success
+    csv = pl.read_csv(RECORDED_WEATHER)
+    recorded = dict(zip(csv["hour_utc"], csv["temp_C"], strict=True))
+    assert "2025-09-08 01:00:00" not in recorded  # Open-Meteo recording misses 01:00
+    meta = materializations(result)
+    for hour in ("00", "01", "02", "03"):
+        key = f"2025-09-08-{hour}:00"
+        frame = pl.read_parquet(home / f"lake/raw_weather/city=paris/dt={key}/part.parquet")
+        temp = recorded.get(f"2025-09-08 {hour}:00:00")
+        if temp is None:
+            assert frame.is_empty() and meta[key]["gap"] is True
+        else:
+            assert frame["temperature_c"].to_list() == [temp]
+            assert meta[key]["gap"] is False and meta[key]["rows"] == 1
+
+
+@pytest.fixture
+def bad_recording(tmp_path: Path, day_recording_path: Path) -> Path:
+    """The real day, except that one station reports -3 bikes in the 07:30 bin."""
+    frame = pl.read_parquet(day_recording_path)
+    victim = bin_rows(frame, utc(2025, 9, 8, 7, 30))["stationcode"].drop_nulls()[0]
+    broken = frame.with_columns(
+        pl.when(
+            (pl.col("tbin_utc") == datetime(2025, 9, 8, 7, 30)) & (pl.col("stationcode") == victim)
+        )
+        .then(pl.lit(-3, dtype=pl.Int32))
+        .otherwise(pl.col("nb_velos_bin"))
+        .alias("nb_velos_bin")
+    )
+    path = tmp_path / "velib_broken.parquet"
+    broken.write_parquet(path)
+    return path
+
+
+def test_bad_bin_fails_the_step_stores_nothing_and_is_quarantined(
+    tmp_path, home, instance, bad_recording
+) -> None:
+    cities = write_cities(tmp_path / "bad.toml", replay=replay_table(bad_recording))
+    defs = build_defs(settings_for(home, cities))
+    assert materialize_range(defs, instance, INFO, DAY).success
+    lake_root = home / "lake"
+
+    result = materialize_range(defs, instance, STATUS, "2025-09-08-07:00", "2025-09-08-07:45")
+
+    assert not result.success
+    message = step_failure_message(result)
+    assert "paris/raw_station_status partition 2025-09-08-07:30: rule `out_of_range`" in message
+    assert "bikes_available: greater_than_or_equal_to(0)" in message
+    assert "1 of 4 partition(s)" in message
+    # Nothing of the run is stored, not even its good partitions.
+    assert result.get_asset_materialization_events() == []
+    assert not (lake_root / "raw_station_status").exists()
+    # The batch is kept as received, next to the reason.
+    qdir = lake_root / "quarantine/raw_station_status/city=paris/dt=2025-09-08-07:30"
+    folders = [p for p in qdir.iterdir() if (p / "reason.json").exists()]
+    assert len(folders) == 1
+    payload = (folders[0] / "payload.json").read_bytes()
+    assert folders[0].name == hashlib.sha256(payload).hexdigest()[:12]
+    assert any(s["num_bikes_available"] == -3 for s in json.loads(payload)["data"]["stations"])
+    reason = json.loads((folders[0] / "reason.json").read_text())
+    assert (reason["city"], reason["asset"], reason["partition"], reason["rule"]) == (
+        "paris",
+        "raw_station_status",
+        "2025-09-08-07:30",
+        "out_of_range",
+    )
+    assert reason["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert reason["source_url"].startswith("replay://velib_broken.parquet#station_status@")
+    assert "--partition 2025-09-08-07:30" in reason["what_to_do"]
+    # The contract check of that partition is recorded as failed.
+    checks = check_records(instance, STATUS_KEY, ["contract"])
+    assert checks[("contract", "2025-09-08-07:30")] is False
+
+    # Re-running the same bad partition fails the same way and writes the same folder.
+    again = materialize_range(defs, instance, STATUS, "2025-09-08-07:30")
+    assert not again.success
+    assert [p.name for p in qdir.iterdir()] == [folders[0].name]
+    assert (folders[0] / "payload.json").read_bytes() == payload
+
+    # The good partitions go through on their own.
+    good = materialize_range(defs, instance, STATUS, "2025-09-08-07:00", "2025-09-08-07:15")
+    assert good.success
+    assert status_file(lake_root, "2025-09-08-07:15").exists()
+    assert not status_file(lake_root, "2025-09-08-07:30").exists()
+
+
+def test_rematerializing_is_idempotent(paris_day, instance, home) -> None:
+    lake_root = home / "lake"
+    assert materialize_range(paris_day, instance, INFO, DAY).success
+    assert materialize_range(
+        paris_day, instance, STATUS, "2025-09-08-00:00", "2025-09-08-01:00"
+    ).success
+    first = {
+        key: status_file(lake_root, key).read_bytes()
+        for key in ("2025-09-08-00:30", "2025-09-08-00:45")
+    }
+    files_before = lake_files(lake_root)
+
+    # The same partition again, alone and inside an overlapping range.
+    assert materialize_range(paris_day, instance, STATUS, "2025-09-08-00:30").success
+    assert materialize_range(
+        paris_day, instance, STATUS, "2025-09-08-00:30", "2025-09-08-00:45"
+    ).success
+
+    for key, data in first.items():
+        assert status_file(lake_root, key).read_bytes() == data
+        frame = pl.read_parquet(status_file(lake_root, key))
+        assert frame["station_id"].is_unique().all()
+    # No new files: no duplicate quarantine folders, no temp files.
+    assert lake_files(lake_root) == files_before
+
+
+# --------------------------------------------------------------------------------------
+# Live: the local GBFS server with the real Vélib' documents
+# --------------------------------------------------------------------------------------
+
+
+def live_defs(tmp_path: Path, home: Path, gbfs_url: str, **env: str):
+    live_start = (datetime.now(UTC) - timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    cities = write_cities(tmp_path / "live.toml", gbfs_url=gbfs_url, live_start=live_start)
+    settings = settings_for(home, cities, BIKESHARE_SOURCE="live", **env)
+    parts = city_partitions(settings.cities["paris"], SourceMode.LIVE)
+    status_key = parts.snapshots.get_last_partition_key()
+    window = parts.snapshots.time_window_for_partition_key(status_key)
+    day_key = window.start.strftime("%Y-%m-%d")
+    return build_defs(settings), status_key, day_key
+
+
+@pytest.fixture
+def velib_server():
+    with GbfsServer() as server:
+        url = server.serve_system(
+            "velib",
+            None,
+            {
+                "station_information": VELIB / "station_information.json",
+                "station_status": VELIB / "station_status.json",
+            },
+            languages=("fr",),
+        )
+        yield server, url
+
+
+def test_live_current_partition_through_the_local_gbfs_server(
+    tmp_path, home, instance, velib_server
+) -> None:
+    server, url = velib_server
+    defs, status_key, day_key = live_defs(tmp_path, home, url)
+
+    assert materialize_range(defs, instance, INFO, day_key).success
+    result = materialize_range(defs, instance, STATUS, status_key)
+
+    assert result.success, step_failure_message(result)
+    frame = pl.read_parquet(status_file(home / "lake", status_key))
+    doc = json.loads((VELIB / "station_status.json").read_bytes())
+    want = {str(s["station_id"]): s["num_bikes_available"] for s in doc["data"]["stations"]}
+    assert dict(frame.select("station_id", "bikes_available").rows()) == want
+    md = materializations(result)[status_key]
+    assert md["source_url"] == server.url("/velib/fr/station_status.json")
+    assert md["station_coverage"] == 1.0
+    assert server.hits("/velib/fr/station_status.json") == 1
+
+
+def test_dead_live_feed_is_quarantined_as_source_unavailable(
+    tmp_path, home, instance, velib_server
+) -> None:
+    server, url = velib_server
+    defs, status_key, day_key = live_defs(tmp_path, home, url, BIKESHARE_HTTP_RETRIES="1")
+    assert materialize_range(defs, instance, INFO, day_key).success
+    feed = "/velib/fr/station_status.json"
+    body = b"upstream exploded: no snapshot for you\n"
+    server.script(feed, [Reply(status=500, body=body, content_type="text/plain")] * 2)
+
+    result = materialize_range(defs, instance, STATUS, status_key)
+
+    assert not result.success
+    assert server.hits(feed) == 2  # one try + one retry, then the feed is dead
+    message = step_failure_message(result)
+    assert f"paris/raw_station_status partition {status_key}: rule `source_unavailable`" in message
+    assert "HTTP 500" in message
+    assert not (home / "lake" / "raw_station_status").exists()
+    qdir = home / "lake" / "quarantine/raw_station_status/city=paris" / f"dt={status_key}"
+    (folder,) = list(qdir.iterdir())
+    assert (folder / "payload.body").read_bytes() == body
+    reason = json.loads((folder / "reason.json").read_text())
+    assert reason["rule"] == "source_unavailable"
+    assert reason["details"]["http_status"] == 500
+    assert reason["source_url"] == server.url(feed)
+
+
+# --------------------------------------------------------------------------------------
+# Simulate
+# --------------------------------------------------------------------------------------
+
+
+def test_simulated_partitions_hold_the_simulators_numbers(tmp_path, home, instance) -> None:
+    start = utc(2026, 1, 5)
+    sim = {"stations": 40, "days": 1, "seed": 11, "start": start, "cadence_minutes": 5}
+    cities = write_cities(tmp_path / "sim.toml", simulate=sim)
+    defs = build_defs(settings_for(home, cities, BIKESHARE_SOURCE="simulate"))
+
+    assert materialize_range(defs, instance, INFO, "2026-01-05").success
+    result = materialize_range(defs, instance, STATUS, "2026-01-05-08:00", "2026-01-05-08:10")
+
+    assert result.success, step_failure_message(result)
+    system = SimulatedSystem(
+        SimulationConfig(stations=40, days=1, seed=11, start=start, cadence_minutes=5)
+    )
+    for minute in (0, 5, 10):
+        at = utc(2026, 1, 5, 8, minute)
+        frame = pl.read_parquet(status_file(home / "lake", pkey(at)))
+        doc = json.loads(system.station_status_document(at))
+        want = {s["station_id"]: s["num_bikes_available"] for s in doc["data"]["stations"]}
+        assert len(want) == 40
+        assert dict(frame.select("station_id", "bikes_available").rows()) == want
