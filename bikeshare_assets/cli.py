@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from bikeshare_assets.settings import ENVIRONMENT_VARIABLES, Settings, get_settings
 
+LAYERS = ("raw", "features", "model")
+
 DAGSTER_YAML = """\
 # Written by `bikeshare demo`: the local Dagster instance (SQLite under this folder).
 telemetry:
@@ -24,6 +26,7 @@ class Stage:
     """One Dagster run: some assets over one partition range."""
 
     label: str
+    layer: str  # raw | features | model: `bikeshare demo --until <layer>` stops after it
     selection: list[str]
     partitions: object  # TimeWindowPartitionsDefinition
     first: str | None = None
@@ -51,23 +54,36 @@ def _pipeline_stages(settings: Settings) -> list[Stage]:
         parts = city_partitions(city, settings.source)
         last_day = parts.days.get_last_partition_key()
         stages += [
-            Stage(f"{city.key}: station list (daily)", [f"{city.key}/raw_station_information"], parts.days),
-            Stage(f"{city.key}: weather (hourly)", [f"{city.key}/raw_weather"], parts.hours),
+            Stage(
+                f"{city.key}: station list (daily)",
+                "raw",
+                [f"{city.key}/raw_station_information"],
+                parts.days,
+            ),
+            Stage(f"{city.key}: weather (hourly)", "raw", [f"{city.key}/raw_weather"], parts.hours),
             Stage(
                 f"{city.key}: station status ({parts.cadence_minutes} min)",
+                "raw",
                 [f"{city.key}/raw_station_status"],
                 parts.snapshots,
             ),
             Stage(
                 f"{city.key}: features + labels",
+                "features",
                 [f"{city.key}/station_features", f"{city.key}/stockout_labels"],
                 parts.snapshots,
             ),
             Stage(
-                f"{city.key}: train (day {last_day})", [f"{city.key}/stockout_model"], parts.days, last_day, last_day
+                f"{city.key}: train (day {last_day})",
+                "model",
+                [f"{city.key}/stockout_model"],
+                parts.days,
+                last_day,
+                last_day,
             ),
             Stage(
                 f"{city.key}: register + gate",
+                "model",
                 [f"{city.key}/registered_model_version"],
                 parts.days,
                 last_day,
@@ -101,16 +117,22 @@ def _run_stage(defs, instance, stage: Stage) -> bool:
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
         md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
-        entry = materialized.setdefault(mat.asset_key.to_user_string(), {"partitions": 0, "rows": 0, "gaps": 0})
+        entry = materialized.setdefault(
+            mat.asset_key.to_user_string(), {"partitions": 0, "rows": 0, "gaps": 0}
+        )
         entry["partitions"] += 1
         entry["rows"] += int(md.get("rows") or 0)
         entry["gaps"] += int(bool(md.get("gap")))
-    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    checks = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
     stage.result = {
         "success": result.success,
         "seconds": time.perf_counter() - started,
         "assets": materialized,
-        "checks_failed": sum(1 for c in checks if not c.passed),  # type: ignore[union-attr]
+        "checks_failed": _count_failed(checks),
         "checks": len(checks),
         "range": f"{first} .. {last}",
         "run_id": result.run_id,
@@ -118,18 +140,42 @@ def _run_stage(defs, instance, stage: Stage) -> bool:
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data:
-                stage.result["error"] = event.step_failure_data.error.message if event.step_failure_data.error else ""
-                user = event.step_failure_data.user_failure_data
-                if user and user.description:
-                    stage.result["error"] = user.description
+                stage.result["error"] = _failure_text(event.step_failure_data)
     return result.success
 
 
+def _failure_text(failure) -> str:
+    """The user-facing cause of a step failure, not Dagster's wrapper around it."""
+    if failure.user_failure_data and failure.user_failure_data.description:
+        return failure.user_failure_data.description
+    error = failure.error
+    while (
+        error is not None
+        and error.cause is not None
+        and "DagsterExecutionStepExecutionError" in error.cls_name
+    ):
+        error = error.cause
+    return error.message.strip() if error is not None else "unknown error"
+
+
+def _count_failed(evaluations) -> dict[str, int]:
+    failed: dict[str, int] = {}
+    for e in evaluations:
+        if not e.passed:
+            failed[e.check_name] = failed.get(e.check_name, 0) + 1
+    return failed
+
+
+def _lake(settings: Settings):
+    from bikeshare_assets.storage import LakeStorage
+
+    return LakeStorage(root=settings.storage_root, s3_endpoint_url=settings.s3_endpoint_url)
+
+
 def _quarantined(settings: Settings) -> int:
-    from bikeshare_assets.definitions import build_resources
     from bikeshare_assets.ingest.quarantine import list_quarantined
 
-    lake = build_resources(settings)["lake"]
+    lake = _lake(settings)
     return sum(1 for r in list_quarantined(lake) if r.get("rule") != "records_dropped")  # type: ignore[arg-type]
 
 
@@ -143,11 +189,17 @@ def _print_summary(settings: Settings, stages: list[Stage], seconds: float) -> N
                 f"{asset:42} {info['partitions']:>10} {info['partitions'] - info['gaps']:>10} "
                 f"{info['gaps']:>6} {info['rows']:>10} {stage.result['seconds']:>7.1f}s"
             )
-        if not stage.result.get("success", False):
-            print(f"{stage.label:42} FAILED after {stage.result.get('seconds', 0):.1f}s")
+        if stage.result.get("gate_refused"):
+            print(f"{stage.label:42} gate refused a promotion (see scorecard)")
+        elif stage.result and not stage.result["success"]:
+            print(f"{stage.label:42} FAILED after {stage.result['seconds']:.1f}s")
     checks = sum(s.result.get("checks", 0) for s in stages)
-    failed = sum(s.result.get("checks_failed", 0) for s in stages)
-    print(f"asset checks: {checks} evaluated, {failed} failed (warn-level unless a step failed)")
+    failed: dict[str, int] = {}
+    for s in stages:
+        for name, n in s.result.get("checks_failed", {}).items():
+            failed[name] = failed.get(name, 0) + n
+    detail = ", ".join(f"{name} {n}" for name, n in sorted(failed.items())) or "none"
+    print(f"asset checks: {checks} evaluated; failed: {detail}")
     print(f"rejected batches in quarantine: {_quarantined(settings)} ({settings.quarantine_root})")
     _print_scorecard(settings, stages)
     print(f"total time: {seconds:.1f}s")
@@ -164,17 +216,20 @@ def _print_scorecard(settings: Settings, stages: list[Stage]) -> None:
 
     import dagster as dg
 
-    from bikeshare_assets.definitions import build_resources
     from bikeshare_assets.storage import partition_key_path
 
-    lake = build_resources(settings)["lake"]
+    lake = _lake(settings)
     for stage in stages:
-        if not stage.selection[0].endswith("registered_model_version") or not stage.result.get("success"):
+        if not stage.selection[0].endswith("registered_model_version") or not stage.result.get(
+            "success"
+        ):
             continue
         city = stage.selection[0].split("/")[0]
         day = stage.first
         model = lake.read_parquet(partition_key_path(dg.AssetKey([city, "stockout_model"]), day))  # type: ignore[arg-type]
-        registry = lake.read_parquet(partition_key_path(dg.AssetKey([city, "registered_model_version"]), day))  # type: ignore[arg-type]
+        registry = lake.read_parquet(
+            partition_key_path(dg.AssetKey([city, "registered_model_version"]), day)
+        )  # type: ignore[arg-type]
         joined = model.join(registry.drop("test_pr_auc", "day"), on="target")
         print(f"\nScorecard — {city}, model of {day} (test window: the last 2 days)")
         print(f"{'target':16} {'PR-AUC':>14} {'F1':>14} {'Brier':>14}  gate      registered")
@@ -200,19 +255,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
     settings = get_settings()
     if not settings.cities:
-        print(f"No city supports BIKESHARE_SOURCE={settings.source}; see cities.toml.", file=sys.stderr)
+        print(
+            f"No city supports BIKESHARE_SOURCE={settings.source}; see cities.toml.",
+            file=sys.stderr,
+        )
         return 2
     instance = _prepare_instance(settings)
     from bikeshare_assets.definitions import build_definitions
 
     defs = build_definitions(settings)
-    stages = _pipeline_stages(settings)
+    layers = LAYERS[: LAYERS.index(args.until) + 1]
+    stages = [s for s in _pipeline_stages(settings) if s.layer in layers]
     started = time.perf_counter()
     ok = True
     with tqdm(stages, desc="bikeshare demo", unit="stage", file=sys.stdout) as bar:
         for stage in bar:
             bar.set_postfix_str(stage.label)
             if not _run_stage(defs, instance, stage):
+                if "blocking asset check failed" in stage.result.get("error", ""):
+                    # The gate refusing a model is a verdict, not a broken pipeline: the
+                    # scorecard says why and the champion stays where it was.
+                    stage.result["gate_refused"] = True
+                    continue
                 ok = False
                 break
     _print_summary(settings, stages, time.perf_counter() - started)
@@ -231,10 +295,9 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from bikeshare_assets.definitions import build_resources
     from bikeshare_assets.ingest.quarantine import list_quarantined
 
-    lake = build_resources(get_settings())["lake"]
+    lake = _lake(get_settings())
     records = list_quarantined(lake, args.asset)  # type: ignore[arg-type]
     for r in records:
         print(f"{r['city']}/{r['asset']} {r['partition']}  rule={r['rule']}  {r['message'][:120]}")
@@ -245,8 +308,14 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bikeshare", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="materialize the whole embedded period end to end").set_defaults(func=cmd_demo)
-    sub.add_parser("env", help="list the environment variables and their values").set_defaults(func=cmd_env)
+    demo = sub.add_parser("demo", help="materialize the whole embedded period end to end")
+    demo.add_argument(
+        "--until", choices=LAYERS, default=LAYERS[-1], help="stop after this layer (default: all)"
+    )
+    demo.set_defaults(func=cmd_demo)
+    sub.add_parser("env", help="list the environment variables and their values").set_defaults(
+        func=cmd_env
+    )
     q = sub.add_parser("quarantine", help="list rejected batches and why")
     q.add_argument("--asset", default=None, help="only this raw asset (e.g. raw_station_status)")
     q.set_defaults(func=cmd_quarantine)
@@ -256,6 +325,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-

@@ -18,7 +18,9 @@ from bikeshare_assets.training.tracking import MlflowTracking
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
-    if settings.deployment is not Deployment.LOCAL and not settings.storage_root.startswith("s3://"):
+    if settings.deployment is not Deployment.LOCAL and not settings.storage_root.startswith(
+        "s3://"
+    ):
         raise ValueError(
             f"BIKESHARE_DEPLOYMENT={settings.deployment} stores assets on S3: set "
             "BIKESHARE_STORAGE_ROOT=s3://<bucket>/<prefix> (and BIKESHARE_S3_ENDPOINT_URL for a "

@@ -38,11 +38,15 @@ def log_partition_checks(
             )
 
 
-def check_step_outputs(context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> Iterator[dg.Output]:
+def check_step_outputs(
+    context: dg.AssetExecutionContext, asset_key: dg.AssetKey
+) -> Iterator[dg.Output]:
     """Close each selected check's step output (results were logged per partition)."""
     for key in context.selected_asset_check_keys:
         if key.asset_key == asset_key:
-            yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+            yield dg.Output(
+                None, output_name=context.assets_def.get_output_name_for_asset_check_key(key)
+            )
 
 
 def check_specs(

@@ -33,8 +33,16 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("BIKESHARE_HTTP_TIMEOUT_S", "10", "GBFS / weather request timeout in seconds"),
     ("BIKESHARE_HTTP_RETRIES", "3", "retries with exponential backoff before a feed is dead"),
     ("BIKESHARE_METEOSTAT_URL", "(Meteostat's own)", "base URL of the Meteostat data service"),
-    ("MLFLOW_TRACKING_URI", "sqlite:///$BIKESHARE_HOME/mlflow/mlflow.db", "MLflow tracking + registry"),
-    ("BIKESHARE_MLFLOW_ARTIFACTS", "$BIKESHARE_HOME/mlflow/artifacts", "artifact root for new experiments"),
+    (
+        "MLFLOW_TRACKING_URI",
+        "sqlite:///$BIKESHARE_HOME/mlflow/mlflow.db",
+        "MLflow tracking + registry",
+    ),
+    (
+        "BIKESHARE_MLFLOW_ARTIFACTS",
+        "$BIKESHARE_HOME/mlflow/artifacts",
+        "artifact root for new experiments",
+    ),
     ("DAGSTER_HOME", "$BIKESHARE_HOME/dagster_home", "Dagster instance (SQLite locally)"),
 )
 
@@ -113,6 +121,8 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         http_retries=int(env.get("BIKESHARE_HTTP_RETRIES", "3")),
         meteostat_url=env.get("BIKESHARE_METEOSTAT_URL") or None,
         dagster_home=dagster_home,
-        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        mlflow_artifact_root=env.get("BIKESHARE_MLFLOW_ARTIFACTS") or str(home / "mlflow" / "artifacts"),
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        mlflow_artifact_root=env.get("BIKESHARE_MLFLOW_ARTIFACTS")
+        or str(home / "mlflow" / "artifacts"),
     )

@@ -89,7 +89,9 @@ class LakeStorage(dg.ConfigurableResource):
             bucket, obj = self._bucket_key(prefix)
             _, root_prefix = self._bucket_key("")
             keys: list[str] = []
-            for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=obj):
+            for page in (
+                self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=obj)
+            ):
                 keys += [o["Key"][len(root_prefix) :].lstrip("/") for o in page.get("Contents", [])]
             return sorted(keys)
         base = Path(self.uri(prefix))
@@ -97,7 +99,9 @@ class LakeStorage(dg.ConfigurableResource):
             return []
         root = Path(self.root)
         return sorted(
-            str(p.relative_to(root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
+            str(p.relative_to(root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
         )
 
     def delete(self, key: str) -> None:

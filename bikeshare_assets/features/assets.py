@@ -38,7 +38,9 @@ NULL_BUDGETS: dict[str, float] = {
 
 def null_budget_outcome(features: pl.DataFrame) -> RuleOutcome:
     shares = {
-        c: features.get_column(c).null_count() / features.height for c in NULL_BUDGETS if features.height
+        c: features.get_column(c).null_count() / features.height
+        for c in NULL_BUDGETS
+        if features.height
     }
     over = {c: round(s, 4) for c, s in shares.items() if s > NULL_BUDGETS[c]}
     return RuleOutcome(

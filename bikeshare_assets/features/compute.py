@@ -44,7 +44,14 @@ FEATURE_COLUMNS: list[str] = [
     *[
         f"{stat}_{w}"
         for w in WINDOWS_MINUTES
-        for stat in ("bikes_mean", "bikes_var", "bikes_trend_per_h", "bikes_min", "docks_min", "obs")
+        for stat in (
+            "bikes_mean",
+            "bikes_var",
+            "bikes_trend_per_h",
+            "bikes_min",
+            "docks_min",
+            "obs",
+        )
     ],
     "lat",
     "lon",
@@ -117,7 +124,7 @@ def rolling_features(history: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFra
             pl.col("docks_available").alias("_d_past"),
         )
         out = (
-            out.join(hist.select(KEY + ["bikes_available", "docks_available"]), on=KEY, how="left")
+            out.join(hist.select([*KEY, "bikes_available", "docks_available"]), on=KEY, how="left")
             .join(past, on=KEY, how="left")
             .with_columns(
                 (pl.col("bikes_available") - pl.col("_b_past")).alias(f"bikes_net_flow_{w}"),
@@ -129,7 +136,7 @@ def rolling_features(history: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFra
         minutes_since_previous=(
             pl.col("snapshot_at").diff().over("station_id").dt.total_seconds() / 60.0
         )
-    ).select(KEY + ["minutes_since_previous"])
+    ).select([*KEY, "minutes_since_previous"])
     out = out.join(previous, on=KEY, how="left").with_columns(
         # A previous snapshot older than the lookback is not "the previous one" for features.
         pl.when(pl.col("minutes_since_previous") <= LOOKBACK.total_seconds() / 60)
@@ -139,12 +146,18 @@ def rolling_features(history: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFra
     return out
 
 
-def neighbour_edges(information: pl.DataFrame, radius_m: float = NEIGHBOUR_RADIUS_M) -> pl.DataFrame:
+def neighbour_edges(
+    information: pl.DataFrame, radius_m: float = NEIGHBOUR_RADIUS_M
+) -> pl.DataFrame:
     """Pairs of stations within `radius_m` (great-circle, scikit-learn BallTree/haversine),
     weighted 1 - d/radius so a station next door counts more than one at the edge."""
-    stations = information.select("station_id", "lat", "lon").unique("station_id").sort("station_id")
+    stations = (
+        information.select("station_id", "lat", "lon").unique("station_id").sort("station_id")
+    )
     if stations.height == 0:
-        return pl.DataFrame(schema={"station_id": pl.String, "neighbour_id": pl.String, "weight": pl.Float64})
+        return pl.DataFrame(
+            schema={"station_id": pl.String, "neighbour_id": pl.String, "weight": pl.Float64}
+        )
     coords = np.radians(stations.select("lat", "lon").to_numpy())
     tree = BallTree(coords, metric="haversine")
     radius = radius_m / EARTH_RADIUS_M
@@ -177,12 +190,14 @@ def neighbour_features(current: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFra
         "nb_full_share": "_full",
         "nb_bikes_net_flow_30": "bikes_net_flow_30",
     }
-    base = current.select(KEY + ["bikes_available", "docks_available", "bikes_net_flow_30"])
+    base = current.select([*KEY, "bikes_available", "docks_available", "bikes_net_flow_30"])
     if base.height == 0 or edges.height == 0:
         return base.select(KEY).with_columns(
             [pl.lit(None, pl.Float64).alias(c) for c in [*columns, "nb_weight"]]
         )
-    ids = sorted(set(edges.get_column("station_id").to_list()) | set(base.get_column("station_id").to_list()))
+    ids = sorted(
+        set(edges.get_column("station_id").to_list()) | set(base.get_column("station_id").to_list())
+    )
     index = pl.DataFrame({"station_id": ids, "_i": np.arange(len(ids), dtype=np.int64)})
     times = base.get_column("snapshot_at").unique().sort()
     tindex = pl.DataFrame({"snapshot_at": times, "_t": np.arange(len(times), dtype=np.int64)})
@@ -198,7 +213,10 @@ def neighbour_features(current: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFra
         index.rename({"station_id": "neighbour_id", "_i": "_j"}), on="neighbour_id"
     )
     weights = sp.csr_matrix(
-        (e.get_column("weight").to_numpy(), (e.get_column("_i").to_numpy(), e.get_column("_j").to_numpy())),
+        (
+            e.get_column("weight").to_numpy(),
+            (e.get_column("_i").to_numpy(), e.get_column("_j").to_numpy()),
+        ),
         shape=(len(ids), len(ids)),
     )
     rows, cols = base.get_column("_i").to_numpy(), base.get_column("_t").to_numpy()
@@ -210,8 +228,12 @@ def neighbour_features(current: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFra
     for name, column in columns.items():
         values = base.get_column(column).to_numpy().astype(np.float64)
         present = ~np.isnan(values)
-        matrix = sp.csr_matrix((np.nan_to_num(values[present]), (rows[present], cols[present])), shape=shape)
-        weight_present = sp.csr_matrix((np.ones(present.sum()), (rows[present], cols[present])), shape=shape)
+        matrix = sp.csr_matrix(
+            (np.nan_to_num(values[present]), (rows[present], cols[present])), shape=shape
+        )
+        weight_present = sp.csr_matrix(
+            (np.ones(present.sum()), (rows[present], cols[present])), shape=shape
+        )
         num = np.asarray((weights @ matrix)[rows, cols]).ravel()
         den = np.asarray((weights @ weight_present)[rows, cols]).ravel()
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -224,7 +246,9 @@ def time_features(frame: pl.DataFrame, timezone: str, country: str) -> pl.DataFr
     local = pl.col("snapshot_at").dt.convert_time_zone(timezone)
     out = frame.with_columns(
         local_hour=local.dt.hour().cast(pl.Int32),
-        local_minute_of_day=(local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)),
+        local_minute_of_day=(
+            local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
+        ),
         weekday=local.dt.weekday().cast(pl.Int32),
         _local_date=local.dt.date(),
     ).with_columns(is_weekend=(pl.col("weekday") >= 6))
@@ -242,7 +266,11 @@ def weather_features(frame: pl.DataFrame, weather: pl.DataFrame) -> pl.DataFrame
     return (
         frame.sort("snapshot_at")
         .join_asof(
-            w, left_on="snapshot_at", right_on="_weather_at", strategy="backward", tolerance=WEATHER_TOLERANCE
+            w,
+            left_on="snapshot_at",
+            right_on="_weather_at",
+            strategy="backward",
+            tolerance=WEATHER_TOLERANCE,
         )
         .drop("_weather_at")
     )
@@ -253,7 +281,11 @@ def static_features(frame: pl.DataFrame, information: pl.DataFrame) -> pl.DataFr
     leak the future, e.g. a capacity change)."""
     cell_deg = GRID_CELL_M / 111_320.0
     info = information.select(
-        pl.col("as_of_day").alias("_day"), "station_id", pl.col("capacity").cast(pl.Float64), "lat", "lon"
+        pl.col("as_of_day").alias("_day"),
+        "station_id",
+        pl.col("capacity").cast(pl.Float64),
+        "lat",
+        "lon",
     ).unique(["_day", "station_id"], keep="last")
     return (
         frame.with_columns(_day=pl.col("snapshot_at").dt.truncate("1d"))
@@ -296,7 +328,9 @@ def build_station_features(
     neighbours = neighbour_features(current, edges)
     out = current.join(neighbours, on=KEY, how="left")
     out = static_features(out, information)
-    out = out.with_columns(pl.col("capacity").fill_null(pl.col("bikes_available") + pl.col("docks_available")))
+    out = out.with_columns(
+        pl.col("capacity").fill_null(pl.col("bikes_available") + pl.col("docks_available"))
+    )
     out = time_features(out, context.timezone, context.country)
     out = weather_features(out, weather)
     return out.select(KEY + FEATURE_COLUMNS).with_columns(_casts()).sort(KEY)
@@ -307,7 +341,10 @@ def _casts() -> list[pl.Expr]:
 
 
 def feature_schema() -> dict[str, pl.DataType]:
-    schema: dict[str, pl.DataType] = {"snapshot_at": pl.Datetime("us", "UTC"), "station_id": pl.String()}
+    schema: dict[str, pl.DataType] = {
+        "snapshot_at": pl.Datetime("us", "UTC"),
+        "station_id": pl.String(),
+    }
     ints = {"obs_15", "obs_30", "obs_60", "local_hour", "local_minute_of_day", "weekday"}
     for c in FEATURE_COLUMNS:
         if c in ints:

@@ -1,7 +1,6 @@
 """Raw layer: one factory builds each city's raw_station_information / raw_station_status /
 raw_weather assets. The per-partition work lives in plain functions below the factory."""
 
-
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +23,9 @@ from bikeshare_assets.ingest.contracts import (
     StationStatusSchema,
     WeatherFrame,
     WeatherSchema,
-    enforce_schema,
     check_missing_rate,
     contract_passed,
+    enforce_schema,
     information_quality_rules,
     status_quality_rules,
     weather_quality_rules,
@@ -46,7 +45,6 @@ from bikeshare_assets.ingest.sources import WEATHER_SCHEMA, FeedDocument, Source
 from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
 from bikeshare_assets.partitions import SAME_DAY, CityPartitions
 from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage
-
 
 
 @dataclass
@@ -117,7 +115,9 @@ def _reject(
     return result
 
 
-def _fetch(fetch: Callable[[], FeedDocument | None]) -> tuple[FeedDocument | None, SourceError | None]:
+def _fetch(
+    fetch: Callable[[], FeedDocument | None],
+) -> tuple[FeedDocument | None, SourceError | None]:
     try:
         return fetch(), None
     except SourceError as exc:
@@ -157,7 +157,9 @@ def _accept_feed(
             what_to_do="Nothing urgent: the batch was accepted within the missing-rate budget.",
         )
     result.outcomes.append(
-        contract_passed(batch.version, batch.records_received, len(batch.dropped), batch.exact_duplicates)
+        contract_passed(
+            batch.version, batch.records_received, len(batch.dropped), batch.exact_duplicates
+        )
     )
     result.metadata.update(
         {
@@ -221,12 +223,16 @@ def ingest_status(
         "raw_station_status",
         result,
         doc,
-        lambda body: parse_station_status(body, snapshot_at=window.start, received_at=doc.received_at),
+        lambda body: parse_station_status(
+            body, snapshot_at=window.start, received_at=doc.received_at
+        ),
         StationStatusSchema,
     )
     if batch is not None:
         result.frame = batch.frame
-        result.outcomes += status_quality_rules(batch.frame, information, received_at=doc.received_at)
+        result.outcomes += status_quality_rules(
+            batch.frame, information, received_at=doc.received_at
+        )
         known = information.height
         reporting = batch.frame.join(information, on="station_id", how="semi").height
         result.metadata["stations"] = batch.frame.height
@@ -257,7 +263,9 @@ def ingest_weather_hours(
         return [_source_failed(lake, city, "raw_weather", r, error) for r in results]
     table = table.select(list(WEATHER_SCHEMA))
     for result, (_, window) in zip(results, partitions, strict=True):
-        rows = table.filter((pl.col("hour_start") >= window.start) & (pl.col("hour_start") < window.end))
+        rows = table.filter(
+            (pl.col("hour_start") >= window.start) & (pl.col("hour_start") < window.end)
+        )
         if rows.is_empty():
             result.gap = True
             continue
@@ -370,13 +378,15 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
         "location, capacity). Rejected batches are quarantined.",
         **common,
     )
-    def raw_station_information(context: dg.AssetExecutionContext, sources: FeedSources, lake: LakeStorage):
+    def raw_station_information(
+        context: dg.AssetExecutionContext, sources: FeedSources, lake: LakeStorage
+    ):
         started = time.perf_counter()
         source = sources.snapshots(city)
-        results = [
-            ingest_information(lake, city, source, p, w) for p, w in _windows(context)
-        ]
-        yield from _finish(context, city, "raw_station_information", results, INFORMATION_SCHEMA, started)
+        results = [ingest_information(lake, city, source, p, w) for p, w in _windows(context)]
+        yield from _finish(
+            context, city, "raw_station_information", results, INFORMATION_SCHEMA, started
+        )
 
     @dg.asset(
         key=status_key,
@@ -392,7 +402,10 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
         **common,
     )
     def raw_station_status(
-        context: dg.AssetExecutionContext, sources: FeedSources, lake: LakeStorage, information: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        sources: FeedSources,
+        lake: LakeStorage,
+        information: pl.DataFrame,
     ):
         started = time.perf_counter()
         source = sources.snapshots(city)
@@ -424,4 +437,3 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
         yield from _finish(context, city, "raw_weather", results, WEATHER_SCHEMA, started)
 
     return [raw_station_information, raw_station_status, raw_weather]
-

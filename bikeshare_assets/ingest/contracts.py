@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import numpy as np
@@ -56,7 +56,7 @@ class StationStatusSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-        unique = ["snapshot_at", "station_id"]
+        unique: ClassVar[list[str]] = ["snapshot_at", "station_id"]
 
 
 class StationInformationSchema(pa.DataFrameModel):
@@ -73,7 +73,7 @@ class StationInformationSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-        unique = ["as_of_day", "station_id"]
+        unique: ClassVar[list[str]] = ["as_of_day", "station_id"]
 
 
 class WeatherSchema(pa.DataFrameModel):
@@ -179,8 +179,12 @@ def contract_passed(version: str, received: int, dropped: int, duplicates: int) 
         f"fields, physical ranges, unique station ids) passed; {dropped} unusable record(s) "
         f"({_rate(dropped, received):.1%}, budget {MISSING_RATE_MAX:.0%}) kept in quarantine; "
         f"{duplicates} exact duplicate record(s) collapsed.",
-        {"missing_rate": _rate(dropped, received), "records_received": received,
-         "records_dropped": dropped, "exact_duplicates_collapsed": duplicates},
+        {
+            "missing_rate": _rate(dropped, received),
+            "records_received": received,
+            "records_dropped": dropped,
+            "exact_duplicates_collapsed": duplicates,
+        },
     )
 
 
@@ -188,9 +192,7 @@ def status_quality_rules(
     status: pl.DataFrame, information: pl.DataFrame, *, received_at: datetime
 ) -> list[RuleOutcome]:
     """Warn-level rules on one accepted status snapshot (joined to that day's station list)."""
-    joined = status.join(
-        information.select("station_id", "capacity"), on="station_id", how="left"
-    )
+    joined = status.join(information.select("station_id", "capacity"), on="station_id", how="left")
     with_capacity = joined.filter(pl.col("capacity").is_not_null())
     n = with_capacity.height
     over = with_capacity.filter(

@@ -84,7 +84,9 @@ def load_json(body: bytes) -> dict[str, Any]:
             "malformed_json", f"the body is not valid JSON ({exc})", details={"bytes": len(body)}
         ) from exc
     if not isinstance(doc, dict):
-        raise ContractViolation("malformed_json", f"expected a JSON object, got {type(doc).__name__}")
+        raise ContractViolation(
+            "malformed_json", f"expected a JSON object, got {type(doc).__name__}"
+        )
     return doc
 
 
@@ -92,7 +94,9 @@ def _stations(doc: Mapping[str, Any]) -> list[Any]:
     data = doc.get("data")
     if not isinstance(data, Mapping) or "stations" not in data:
         raise ContractViolation(
-            "missing_field", "required field data.stations is absent", details={"field": "data.stations"}
+            "missing_field",
+            "required field data.stations is absent",
+            details={"field": "data.stations"},
         )
     stations = data["stations"]
     if not isinstance(stations, list):
@@ -135,7 +139,7 @@ class _Invalid:
         self.raw = raw
 
 
-def _int(value: Any) -> int | None | _Invalid:
+def _int(value: Any) -> int | _Invalid | None:
     if type(value) is int or value is None:
         return value
     if isinstance(value, bool):
@@ -149,7 +153,7 @@ def _int(value: Any) -> int | None | _Invalid:
     return _Invalid(value)
 
 
-def _bool(value: Any) -> bool | None | _Invalid:
+def _bool(value: Any) -> bool | _Invalid | None:
     """GBFS booleans; many real feeds send 0/1 instead."""
     if value is None or type(value) is bool:
         return value
@@ -160,7 +164,7 @@ def _bool(value: Any) -> bool | None | _Invalid:
     return _Invalid(value)
 
 
-def _float(value: Any) -> float | None | _Invalid:
+def _float(value: Any) -> float | _Invalid | None:
     if value is None:
         return None
     if isinstance(value, bool):
@@ -175,7 +179,7 @@ def _float(value: Any) -> float | None | _Invalid:
     return _Invalid(value)
 
 
-def _station_id(value: Any) -> str | None | _Invalid:
+def _station_id(value: Any) -> str | _Invalid | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
@@ -310,14 +314,20 @@ def parse_station_status(
         rows["bikes_available"].append(
             _int(_first(rec, "num_vehicles_available", "num_bikes_available", "numBikesAvailable"))
         )
-        rows["docks_available"].append(_int(_first(rec, "num_docks_available", "numDocksAvailable")))
-        rows["bikes_disabled"].append(_int(_first(rec, "num_vehicles_disabled", "num_bikes_disabled")))
+        rows["docks_available"].append(
+            _int(_first(rec, "num_docks_available", "numDocksAvailable"))
+        )
+        rows["bikes_disabled"].append(
+            _int(_first(rec, "num_vehicles_disabled", "num_bikes_disabled"))
+        )
         rows["docks_disabled"].append(_int(rec.get("num_docks_disabled")))
         for flag in ("is_installed", "is_renting", "is_returning"):
             rows[flag].append(_bool(rec.get(flag)))
         reported = rec.get("last_reported")
         ts = parse_timestamp(reported)
-        rows["last_reported"].append(_Invalid(reported) if reported is not None and ts is None else ts)
+        rows["last_reported"].append(
+            _Invalid(reported) if reported is not None and ts is None else ts
+        )
     return _finish(
         rows,
         STATUS_SCHEMA,

@@ -88,7 +88,9 @@ class ReplaySource:
                 "num_docks_available": r["nb_bornes_bin"],
                 "last_reported": reported,
             }
-            for r in rows.select("stationcode", "nb_velos_bin", "nb_bornes_bin").iter_rows(named=True)
+            for r in rows.select("stationcode", "nb_velos_bin", "nb_bornes_bin").iter_rows(
+                named=True
+            )
         ]
         return self._document("station_status", tbin, stations)
 
@@ -98,16 +100,16 @@ class ReplaySource:
         )
         if day.is_empty():
             return None
-        # Capacity wobbles by a dock or two within a day (docks out of service); the largest
-        # value seen that day is the station's physical size.
+        # What a live fetch at the start of the day would have seen: each station's first
+        # recorded values that day. Anything later would leak the day's future into features.
         per_station = (
             day.sort("tbin_utc")
             .group_by("stationcode", maintain_order=True)
             .agg(
-                pl.col("name").drop_nulls().last(),
-                pl.col("lat").last(),
-                pl.col("lon").last(),
-                pl.col("capacity_bin").max(),
+                pl.col("name").drop_nulls().first(),
+                pl.col("lat").first(),
+                pl.col("lon").first(),
+                pl.col("capacity_bin").first(),
             )
         )
         stations = [
@@ -120,11 +122,16 @@ class ReplaySource:
             }
             for r in per_station.iter_rows(named=True)
         ]
-        newest = day.get_column("tbin_utc").max()
-        return self._document("station_information", newest, stations)  # type: ignore[arg-type]
+        first = day.get_column("tbin_utc").min()
+        return self._document("station_information", first, stations)  # type: ignore[arg-type]
 
     def _document(self, feed: str, at: datetime, stations: list[dict]) -> FeedDocument:
-        doc = {"last_updated": _epoch(at), "ttl": 0, "version": "2.3", "data": {"stations": stations}}
+        doc = {
+            "last_updated": _epoch(at),
+            "ttl": 0,
+            "version": "2.3",
+            "data": {"stations": stations},
+        }
         return FeedDocument(
             feed=feed,
             body=json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(),

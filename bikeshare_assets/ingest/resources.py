@@ -69,7 +69,11 @@ class FeedSources(dg.ConfigurableResource):
         return LiveGbfsSource(client)
 
     def _simulated(self, city: City):
-        from bikeshare_assets.ingest.simulator import SimulatedSource, SimulatedSystem, SimulationConfig
+        from bikeshare_assets.ingest.simulator import (
+            SimulatedSource,
+            SimulatedSystem,
+            SimulationConfig,
+        )
 
         key = f"sim:{city.key}"
         if key not in self._snapshots:

@@ -101,7 +101,9 @@ def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
             champion = alias_version(client, name, CHAMPION)
             rows_for_gate = test_rows(model["mlflow_run_id"])
             champion_score = (
-                score_on(name, champion.version, rows_for_gate, target) if champion is not None else None
+                score_on(name, champion.version, rows_for_gate, target)
+                if champion is not None
+                else None
             )
             run = client.get_run(model["mlflow_run_id"])
             metrics = dict(run.data.metrics)
@@ -125,7 +127,9 @@ def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
             )
             client.log_text(model["mlflow_run_id"], card, f"model_card_v{version.version}.md")
             card_uri = lake.write_bytes(f"model_cards/{name}/v{version.version}.md", card.encode())
-            context.log.info(f"{name} v{version.version}: {decision} (champion now v{after.version if after else '-'})")
+            context.log.info(
+                f"{name} v{version.version}: {decision} (champion now v{after.version if after else '-'})"
+            )
             rows.append(
                 {
                     "day": model["day"],
@@ -151,7 +155,8 @@ def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
                         "decision": decision,
                         "rules": dg.MetadataValue.md(
                             "\n".join(
-                                f"- {'✅' if r.passed else '❌'} {r.rule}: {r.value}" for r in gate.rules
+                                f"- {'✅' if r.passed else '❌'} {r.rule}: {r.value}"
+                                for r in gate.rules
                             )
                         ),
                     },
@@ -188,4 +193,3 @@ def _num(value: str):
         return float(value)
     except ValueError:
         return value
-

@@ -42,10 +42,14 @@ def evaluate_gate(
     pr, f1, gap = metrics["test_pr_auc"], metrics["test_f1"], metrics["overfit_gap"]
     base = metrics["baseline_test_pr_auc"]
     rules = [
-        GateRule("test PR-AUC >= %.2f" % thresholds.min_pr_auc, f"{pr:.3f}", pr >= thresholds.min_pr_auc),
-        GateRule("test F1 >= %.2f" % thresholds.min_f1, f"{f1:.3f}", f1 >= thresholds.min_f1),
         GateRule(
-            "overfit gap < %.2f" % thresholds.max_overfit_gap, f"{gap:.3f}", gap < thresholds.max_overfit_gap
+            f"test PR-AUC >= {thresholds.min_pr_auc:.2f}", f"{pr:.3f}", pr >= thresholds.min_pr_auc
+        ),
+        GateRule(f"test F1 >= {thresholds.min_f1:.2f}", f"{f1:.3f}", f1 >= thresholds.min_f1),
+        GateRule(
+            f"overfit gap < {thresholds.max_overfit_gap:.2f}",
+            f"{gap:.3f}",
+            gap < thresholds.max_overfit_gap,
         ),
         GateRule("PR-AUC above persistence", f"{pr:.3f} vs {base:.3f}", pr > base),
     ]

@@ -45,7 +45,9 @@ def register_challenger(
 
 
 def test_rows(run_id: str) -> pl.DataFrame:
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/test_rows.parquet")
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="evaluation/test_rows.parquet"
+    )
     return pl.read_parquet(path)
 
 
@@ -57,7 +59,11 @@ def score_on(name: str, version: str, rows: pl.DataFrame, target: str) -> float:
 
     x = rows.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).to_pandas()
     predictions = model.predict(x)
-    return float(average_precision_score(rows.get_column(target).cast(pl.Int8).to_numpy(), predictions[f"p_{target}"]))
+    return float(
+        average_precision_score(
+            rows.get_column(target).cast(pl.Int8).to_numpy(), predictions[f"p_{target}"]
+        )
+    )
 
 
 def promote(client: MlflowClient, name: str, version: str) -> str | None:
@@ -85,6 +91,8 @@ def rollback(client: MlflowClient, name: str, to_version: str | None = None) -> 
         )
     client.get_model_version(name, target)  # fails clearly if it does not exist
     client.set_registered_model_alias(name, CHAMPION, target)
-    client.set_model_version_tag(name, current.version, "rolled_back_at", datetime.now(UTC).isoformat())
+    client.set_model_version_tag(
+        name, current.version, "rolled_back_at", datetime.now(UTC).isoformat()
+    )
     client.set_model_version_tag(name, target, "restored_from", current.version)
     return current.version, target

@@ -52,7 +52,7 @@ class TrainingConfig(dg.Config):
 
     trailing_days: int = 10
     test_days: float = 2.0
-    validation_days: float = 1.0
+    validation_days: float = 1.5
     n_trials: int = 8
     seed: int = 42
 
@@ -69,7 +69,9 @@ def load_training_frame(
     features, missing = read_partitions(
         lake, dg.AssetKey([city.key, "station_features"]), keys, missing_ok=True
     )
-    labels, _ = read_partitions(lake, dg.AssetKey([city.key, "stockout_labels"]), keys, missing_ok=True)
+    labels, _ = read_partitions(
+        lake, dg.AssetKey([city.key, "stockout_labels"]), keys, missing_ok=True
+    )
     if features.height == 0 or labels.height == 0:
         raise ValueError(
             f"{city.key}/stockout_model: no features or labels between {start} and {day.end} "
@@ -127,7 +129,10 @@ def build_training_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
         for target in TARGETS:
             started = time.perf_counter()
             trained = train_target(
-                split, target, city.stockout_threshold, TuningConfig(n_trials=config.n_trials, seed=config.seed)
+                split,
+                target,
+                city.stockout_threshold,
+                TuningConfig(n_trials=config.n_trials, seed=config.seed),
             )
             run_id, model_uri = _log_to_mlflow(context, mlflow_tracking, city, split, trained)
             m = trained.metrics
@@ -155,7 +160,11 @@ def build_training_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
                 **{f"{r['target']}_mlflow_run": r["mlflow_run_id"] for r in rows},
             },
         )
-        beats = {r["target"]: r["test_pr_auc"] > r["baseline_test_pr_auc"] and r["test_f1"] > r["baseline_test_f1"] for r in rows}
+        beats = {
+            r["target"]: r["test_pr_auc"] > r["baseline_test_pr_auc"]
+            and r["test_f1"] > r["baseline_test_f1"]
+            for r in rows
+        }
         yield dg.AssetCheckResult(
             check_name="beats_persistence",
             passed=all(beats.values()),
@@ -174,7 +183,10 @@ def build_training_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
 
 
 def _markdown(summary: pl.DataFrame) -> str:
-    lines = ["| target | PR-AUC | persistence | F1 | persistence | Brier | persistence |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| target | PR-AUC | persistence | F1 | persistence | Brier | persistence |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in summary.iter_rows(named=True):
         lines.append(
             f"| {r['target']} | {r['test_pr_auc']:.3f} | {r['baseline_test_pr_auc']:.3f} | "
@@ -184,7 +196,9 @@ def _markdown(summary: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _log_to_mlflow(context, tracking: MlflowTracking, city: City, split, trained) -> tuple[str, str]:
+def _log_to_mlflow(
+    context, tracking: MlflowTracking, city: City, split, trained
+) -> tuple[str, str]:
     """One MLflow run per target: params, metrics, figures, model card, test rows, model."""
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -196,7 +210,14 @@ def _log_to_mlflow(context, tracking: MlflowTracking, city: City, split, trained
         ) as run,
     ):
         tmpdir = Path(tmp)
-        mlflow.log_params({**trained.params, "target": trained.target, "n_trials": trained.n_trials_completed, **split.boundaries})
+        mlflow.log_params(
+            {
+                **trained.params,
+                "target": trained.target,
+                "n_trials": trained.n_trials_completed,
+                **split.boundaries,
+            }
+        )
         mlflow.log_metrics(trained.metrics)
         save_figures(
             tmpdir / "figures",
@@ -225,7 +246,12 @@ def _log_to_mlflow(context, tracking: MlflowTracking, city: City, split, trained
         artifacts = write_model_artifacts(
             tmpdir / "model", {trained.target: trained.booster}, {trained.target: trained.threshold}
         )
-        example = split.test.head(5).select(FEATURE_COLUMNS).with_columns(pl.all().cast(pl.Float64)).to_pandas()
+        example = (
+            split.test.head(5)
+            .select(FEATURE_COLUMNS)
+            .with_columns(pl.all().cast(pl.Float64))
+            .to_pandas()
+        )
         model = StockoutModel()
         info = mlflow.pyfunc.log_model(
             name="model",

@@ -26,7 +26,7 @@ class StockoutModel(mlflow.pyfunc.PythonModel):
         self._load(context.artifacts)
 
     @classmethod
-    def from_artifacts(cls, artifacts: dict[str, str]) -> "StockoutModel":
+    def from_artifacts(cls, artifacts: dict[str, str]) -> StockoutModel:
         """The same model outside MLflow (signature examples, tests)."""
         model = cls()
         model._load(artifacts)
@@ -41,7 +41,9 @@ class StockoutModel(mlflow.pyfunc.PythonModel):
             for target in meta["targets"]
         }
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
         missing = [c for c in self.features if c not in model_input.columns]
         if missing:
             raise ValueError(f"model input lacks feature column(s) {missing}")

@@ -8,10 +8,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: servers and CI have no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.calibration import CalibrationDisplay  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay
 
 GATE_METRICS = (
     ("test_pr_auc", "PR-AUC"),
@@ -43,7 +43,9 @@ def save_figures(
     paths.append(_save(fig, directory / "pr_curve.png"))
 
     fig, ax = plt.subplots(figsize=(6, 5))
-    CalibrationDisplay.from_predictions(y, p, n_bins=15, strategy="quantile", name="LightGBM", ax=ax)
+    CalibrationDisplay.from_predictions(
+        y, p, n_bins=15, strategy="quantile", name="LightGBM", ax=ax
+    )
     ax.set_title(f"{target}: calibration on the test window")
     paths.append(_save(fig, directory / "calibration_curve.png"))
 
@@ -94,28 +96,33 @@ def model_card(
     what = "no bikes to rent" if target == "stockout_bikes" else "no free dock to return a bike"
     gate_md = ""
     if gate:
-        gate_md = "\n## Promotion gate\n\n| rule | value | passed |\n|---|---|---|\n" + "\n".join(
-            f"| {r['rule']} | {r['value']} | {'yes' if r['passed'] else 'NO'} |" for r in gate["rules"]
-        ) + f"\n\nDecision: **{gate['decision']}**\n"
-    return f"""# Model card — {city} / {target}{f' v{version}' if version else ''}
+        gate_md = (
+            "\n## Promotion gate\n\n| rule | value | passed |\n|---|---|---|\n"
+            + "\n".join(
+                f"| {r['rule']} | {r['value']} | {'yes' if r['passed'] else 'NO'} |"
+                for r in gate["rules"]
+            )
+            + f"\n\nDecision: **{gate['decision']}**\n"
+        )
+    return f"""# Model card — {city} / {target}{f" v{version}" if version else ""}
 
 **What it predicts:** the probability that a station has {what} (≤ 2) 30 minutes after the
 snapshot, from that snapshot's features. **Used for:** ranking stations for rebalancing vans.
 **Not for:** horizons other than 30 minutes, other cities without retraining.
 
 MLflow run `{run_id}`. LightGBM (binary, Optuna-tuned), decision threshold
-{metrics['decision_threshold']:.3f} chosen on validation to maximise F1.
+{metrics["decision_threshold"]:.3f} chosen on validation to maximise F1.
 
 ## Data
 
 | window | from | rows |
 |---|---|---|
-| train | {boundaries['train_start']} | {int(metrics['train_rows'])} |
-| validation | {boundaries['validation_start']} | {int(metrics['validation_rows'])} |
-| test | {boundaries['test_start']} → {boundaries['end']} | {int(metrics['test_rows'])} |
+| train | {boundaries["train_start"]} | {int(metrics["train_rows"])} |
+| validation | {boundaries["validation_start"]} | {int(metrics["validation_rows"])} |
+| test | {boundaries["test_start"]} → {boundaries["end"]} | {int(metrics["test_rows"])} |
 
-Splits are time-ordered with a {boundaries['embargo_minutes']}-minute embargo. Test base
-rate {metrics['test_base_rate']:.3f}.
+Splits are time-ordered with a {boundaries["embargo_minutes"]}-minute embargo. Test base
+rate {metrics["test_base_rate"]:.3f}.
 
 ## Test metrics (model vs persistence baseline on the same rows)
 
@@ -123,7 +130,7 @@ rate {metrics['test_base_rate']:.3f}.
 |---|---|---|
 {rows}
 
-Overfit gap (train − validation PR-AUC): {metrics['overfit_gap']:.3f}.
+Overfit gap (train − validation PR-AUC): {metrics["overfit_gap"]:.3f}.
 
 ## Most important features
 

@@ -44,13 +44,15 @@ def _pick_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     if feasible:
         return max(feasible, key=lambda t: t.user_attrs["validation_pr_auc"])
     return study.best_trial
+
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @dataclass(frozen=True)
 class SplitConfig:
     test_days: float = 2.0
-    validation_days: float = 1.0
+    validation_days: float = 1.5
     embargo: timedelta = HORIZON  # a label at t looks 30 min ahead: keep splits 30 min apart
 
 
@@ -64,7 +66,9 @@ class Split:
 
 def training_frame(features: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
     """features ⋈ labels: only snapshots whose label has matured."""
-    return features.join(labels, on=["snapshot_at", "station_id"], how="inner").sort("snapshot_at", "station_id")
+    return features.join(labels, on=["snapshot_at", "station_id"], how="inner").sort(
+        "snapshot_at", "station_id"
+    )
 
 
 def time_split(frame: pl.DataFrame, config: SplitConfig) -> Split:
@@ -162,7 +166,9 @@ class TrainedTarget:
 
 
 def _fit(params: dict[str, Any], split: Split, target: str, tuning: TuningConfig, callbacks=()):
-    train = lgb.Dataset(matrix(split.train), target_vector(split.train, target), feature_name=FEATURE_COLUMNS)
+    train = lgb.Dataset(
+        matrix(split.train), target_vector(split.train, target), feature_name=FEATURE_COLUMNS
+    )
     valid = lgb.Dataset(
         matrix(split.validation), target_vector(split.validation, target), reference=train
     )
@@ -176,7 +182,9 @@ def _fit(params: dict[str, Any], split: Split, target: str, tuning: TuningConfig
     )
 
 
-def train_target(split: Split, target: str, threshold_count: int, tuning: TuningConfig) -> TrainedTarget:
+def train_target(
+    split: Split, target: str, threshold_count: int, tuning: TuningConfig
+) -> TrainedTarget:
     """Optuna search (with pruning) over LightGBM on train, early-stopped and scored on
     validation PR-AUC; the decision threshold is chosen on validation; test is touched once."""
     y_train = target_vector(split.train, target)
@@ -205,12 +213,22 @@ def train_target(split: Split, target: str, threshold_count: int, tuning: Tuning
             "bagging_freq": 1,
             "lambda_l2": trial.suggest_float("lambda_l2", 1e-2, 50.0, log=True),
             # Class imbalance: weight positives between 1x and the full neg/pos ratio.
-            "scale_pos_weight": trial.suggest_float("scale_pos_weight", 1.0, max(1.0, imbalance), log=True),
+            "scale_pos_weight": trial.suggest_float(
+                "scale_pos_weight", 1.0, max(1.0, imbalance), log=True
+            ),
         }
-        booster = _fit(params, split, target, tuning, [LightGBMPruningCallback(trial, "average_precision", "validation")])
+        booster = _fit(
+            params,
+            split,
+            target,
+            tuning,
+            [LightGBMPruningCallback(trial, "average_precision", "validation")],
+        )
         val_pr = float(booster.best_score["validation"]["average_precision"])
         train_pr = float(
-            average_precision_score(y_train, booster.predict(x_train, num_iteration=booster.best_iteration))
+            average_precision_score(
+                y_train, booster.predict(x_train, num_iteration=booster.best_iteration)
+            )
         )
         trial.set_user_attr("overfit_gap", train_pr - val_pr)
         trial.set_user_attr("validation_pr_auc", val_pr)
@@ -261,7 +279,11 @@ def train_target(split: Split, target: str, threshold_count: int, tuning: Tuning
         "decision_threshold": threshold,
     }
     importance = dict(
-        zip(FEATURE_COLUMNS, booster.feature_importance(importance_type="gain").tolist(), strict=True)
+        zip(
+            FEATURE_COLUMNS,
+            booster.feature_importance(importance_type="gain").tolist(),
+            strict=True,
+        )
     )
     return TrainedTarget(
         target=target,

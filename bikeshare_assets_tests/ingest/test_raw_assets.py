@@ -189,7 +189,14 @@ def test_station_information_day_from_the_recording(paris_day, instance, home, f
         & (pl.col("tbin_utc") < datetime(2025, 9, 9))
         & pl.col("stationcode").is_not_null()
     )
-    want = day.group_by("stationcode").agg(pl.col("capacity_bin").max()).sort("stationcode")
+    # The station list a live fetch at the start of the day would have seen: each station's
+    # first recorded values of the day (later values would leak the day's future).
+    want = (
+        day.sort("tbin_utc")
+        .group_by("stationcode")
+        .agg(pl.col("capacity_bin").first())
+        .sort("stationcode")
+    )
     got = frame.select("station_id", "capacity").sort("station_id")
     assert got.rows() == want.rows()
     assert frame["as_of_day"].unique().to_list() == [utc(2025, 9, 8)]

@@ -1,0 +1,133 @@
+"""Calling a scoring endpoint that speaks the SageMaker container contract.
+
+The scoring program is MLflow's own pyfunc scoring server (`mlflow models serve`, the same
+server MLflow puts in SageMaker images): GET /ping, POST /invocations with a
+`dataframe_split` JSON body, answer `{"predictions": [...]}`. One request per snapshot
+carries every station; a single-station request is the same call with one row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import polars as pl
+import requests
+
+from bikeshare_assets.features.compute import FEATURE_COLUMNS
+from bikeshare_assets.features.labels import TARGETS
+
+
+class EndpointError(Exception):
+    """The endpoint did not give a usable answer; `kind` is unavailable|timeout|malformed|error."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Scored:
+    frame: pl.DataFrame  # p_<target>, flag_<target>, model_version — one row per input row
+    latency_ms: float
+
+
+def request_body(features: pl.DataFrame) -> bytes:
+    """`dataframe_split` JSON of the model's inputs; nulls as JSON null (not NaN)."""
+    rows = features.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).rows()
+    data = [[None if (v is None or math.isnan(v)) else v for v in row] for row in rows]
+    return json.dumps({"dataframe_split": {"columns": FEATURE_COLUMNS, "data": data}}).encode()
+
+
+def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EndpointError("malformed", f"response is not JSON ({exc}): {body[:200]!r}") from exc
+    predictions = doc.get("predictions") if isinstance(doc, dict) else None
+    if not isinstance(predictions, list):
+        raise EndpointError("malformed", f"response has no `predictions` list: {body[:200]!r}")
+    if len(predictions) != expected_rows:
+        raise EndpointError(
+            "malformed", f"{len(predictions)} predictions for {expected_rows} rows sent"
+        )
+    required = [f"p_{t}" for t in TARGETS] + [f"flag_{t}" for t in TARGETS] + ["model_version"]
+    if predictions and not all(isinstance(p, dict) and set(required) <= set(p) for p in predictions):
+        raise EndpointError("malformed", f"predictions lack fields {required}: {predictions[0]!r}")
+    frame = pl.DataFrame(predictions, schema_overrides={"model_version": pl.String}) if predictions else None
+    if frame is None:
+        return pl.DataFrame(schema={c: pl.Float64 for c in required})
+    probabilities = frame.select(pl.col(f"p_{t}") for t in TARGETS)
+    if probabilities.select(((pl.all() < 0) | (pl.all() > 1) | pl.all().is_null()).any()).row(0).count(True):
+        raise EndpointError("malformed", "probabilities outside [0, 1] or missing")
+    return frame.select(
+        *[pl.col(f"p_{t}").cast(pl.Float64) for t in TARGETS],
+        *[pl.col(f"flag_{t}").cast(pl.Boolean) for t in TARGETS],
+        pl.col("model_version").cast(pl.String),
+    )
+
+
+class Transport(Protocol):
+    def post(self, body: bytes, timeout_s: float) -> bytes: ...
+
+
+class HttpTransport:
+    """A local (or any HTTP) endpoint: keep-alive session, /invocations."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+
+    def ping(self, timeout_s: float = 2.0) -> bool:
+        try:
+            return self.session.get(f"{self.url}/ping", timeout=timeout_s).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def post(self, body: bytes, timeout_s: float) -> bytes:
+        try:
+            response = self.session.post(
+                f"{self.url}/invocations",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=timeout_s,
+            )
+        except requests.Timeout as exc:
+            raise EndpointError("timeout", f"{self.url} did not answer within {timeout_s}s") from exc
+        except requests.ConnectionError as exc:
+            raise EndpointError("unavailable", f"{self.url} refused or dropped the connection") from exc
+        if response.status_code != 200:
+            raise EndpointError("error", f"{self.url} answered HTTP {response.status_code}: {response.text[:300]}")
+        return response.content
+
+
+class SageMakerTransport:
+    """A SageMaker real-time endpoint through the runtime API (same body, same answer)."""
+
+    def __init__(self, endpoint_name: str, runtime_client: Any):
+        self.endpoint_name = endpoint_name
+        self.runtime = runtime_client
+
+    def post(self, body: bytes, timeout_s: float) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+
+        try:
+            response = self.runtime.invoke_endpoint(
+                EndpointName=self.endpoint_name, ContentType="application/json", Body=body
+            )
+        except ReadTimeoutError as exc:
+            raise EndpointError("timeout", f"SageMaker endpoint {self.endpoint_name}: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise EndpointError("unavailable", f"SageMaker endpoint {self.endpoint_name}: {exc}") from exc
+        return response["Body"].read()
+
+
+def score(transport: Transport, features: pl.DataFrame, timeout_s: float) -> Scored:
+    body = request_body(features)
+    started = time.perf_counter()
+    raw = transport.post(body, timeout_s)
+    latency_ms = (time.perf_counter() - started) * 1000
+    return Scored(parse_response(raw, features.height), latency_ms)
