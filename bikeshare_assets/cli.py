@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bikeshare_assets.settings import ENVIRONMENT_VARIABLES, Settings, get_settings
 
-LAYERS = ("raw", "features", "model")
+LAYERS = ("raw", "features", "model", "serving")
 
 DAGSTER_YAML = """\
 # Written by `bikeshare demo`: the local Dagster instance (SQLite under this folder).
@@ -89,8 +89,44 @@ def _pipeline_stages(settings: Settings) -> list[Stage]:
                 last_day,
                 last_day,
             ),
+            Stage(
+                f"{city.key}: deploy endpoint",
+                "serving",
+                [f"{city.key}/model_endpoint"],
+                parts.days,
+                last_day,
+                last_day,
+            ),
+            Stage(
+                f"{city.key}: predictions + outcomes (last 24 h)",
+                "serving",
+                [f"{city.key}/stockout_predictions", f"{city.key}/prediction_outcomes"],
+                parts.snapshots,
+                _last_day_first_key(parts),
+            ),
+            Stage(
+                f"{city.key}: model quality (24 h)",
+                "serving",
+                [f"{city.key}/model_quality"],
+                parts.days,
+                last_day,
+                last_day,
+            ),
         ]
     return stages
+
+
+def _last_day_first_key(parts) -> str:
+    """First snapshot partition of the period's last 24 hours."""
+    from datetime import timedelta
+
+    import dagster as dg
+
+    last = parts.snapshots.get_last_partition_key()
+    end = parts.snapshots.time_window_for_partition_key(last).end
+    return parts.snapshots.get_partition_keys_in_time_window(
+        dg.TimeWindow(end - timedelta(hours=24), end)
+    )[0]
 
 
 def _run_stage(defs, instance, stage: Stage) -> bool:
@@ -202,6 +238,7 @@ def _print_summary(settings: Settings, stages: list[Stage], seconds: float) -> N
     print(f"asset checks: {checks} evaluated; failed: {detail}")
     print(f"rejected batches in quarantine: {_quarantined(settings)} ({settings.quarantine_root})")
     _print_scorecard(settings, stages)
+    _print_serving(settings, stages)
     print(f"total time: {seconds:.1f}s")
     print(f"data lake: {settings.storage_root}")
     print(
@@ -249,6 +286,94 @@ def _print_scorecard(settings: Settings, stages: list[Stage]) -> None:
         )
 
 
+def _print_serving(settings: Settings, stages: list[Stage]) -> None:
+    """Endpoint latency, batch success, the newest risk list and 24-hour quality."""
+    import dagster as dg
+    import polars as pl
+
+    from bikeshare_assets.features.store import read_partitions
+    from bikeshare_assets.storage import partition_key_path
+
+    lake = _lake(settings)
+    for stage in stages:
+        if not stage.selection[0].endswith("stockout_predictions") or not stage.result.get(
+            "success"
+        ):
+            continue
+        city = stage.selection[0].split("/")[0]
+        keys = stage.partitions.get_partition_keys()  # type: ignore[attr-defined]
+        keys = keys[keys.index(stage.first) :]
+        predictions, _ = read_partitions(
+            lake, dg.AssetKey([city, "stockout_predictions"]), keys, missing_ok=True
+        )
+        if predictions.height == 0:
+            continue
+        batches = predictions.group_by("snapshot_at").agg(
+            pl.col("latency_ms").first(), (pl.col("source") == "model").all().alias("ok")
+        )
+        latency = batches.get_column("latency_ms").drop_nulls()
+        print(f"\nServing — {city}, last 24 h ({batches.height} snapshots)")
+        if latency.len():
+            print(
+                f"endpoint latency per full-city batch: p50 {latency.quantile(0.5):.1f} ms, "
+                f"p95 {latency.quantile(0.95):.1f} ms"
+            )
+        print(
+            f"batch success rate: {batches.get_column('ok').mean():.1%} (fallback rows are flagged source=fallback)"
+        )
+        newest = predictions.filter(
+            pl.col("snapshot_at") == predictions.get_column("snapshot_at").max()
+        )
+        day = newest.get_column("snapshot_at")[0].strftime("%Y-%m-%d")
+        info, _ = read_partitions(
+            lake, dg.AssetKey([city, "raw_station_information"]), [day], missing_ok=True
+        )
+        if info.height:
+            newest = newest.join(info.select("station_id", "name"), on="station_id", how="left")
+        else:
+            newest = newest.with_columns(name=pl.lit(None, pl.String))
+        risk = newest.with_columns(
+            risk=pl.max_horizontal("p_stockout_bikes", "p_stockout_docks"),
+            kind=pl.when(pl.col("p_stockout_bikes") >= pl.col("p_stockout_docks"))
+            .then(pl.lit("no bikes"))
+            .otherwise(pl.lit("no docks")),
+        ).sort("risk", descending=True)
+        print(
+            f"top 10 stations at risk at {newest.get_column('snapshot_at')[0]:%Y-%m-%d %H:%M} UTC:"
+        )
+        for r in risk.head(10).iter_rows(named=True):
+            print(
+                f"  {r['station_id']:>8}  {(r['name'] or '')[:38]:38}  {r['kind']:9} P={r['risk']:.2f}  "
+                f"(bikes {r['bikes_available']:.0f}, docks {r['docks_available']:.0f})"
+            )
+        quality_day = (
+            stages[-1].first if stages[-1].selection[0].endswith("model_quality") else None
+        )
+        if quality_day:
+            path = partition_key_path(dg.AssetKey([city, "model_quality"]), quality_day)
+            if lake.exists(path):
+                q = lake.read_parquet(path)
+                for r in q.iter_rows(named=True):
+                    pr = f"{r['pr_auc_24h']:.3f}" if r["pr_auc_24h"] is not None else "n/a"
+                    print(
+                        f"{r['target']}: PR-AUC@24h {pr}, F1@24h {r['f1_24h']:.3f} on {r['rows']} matured outcomes"
+                    )
+
+
+def _stop_endpoints(settings: Settings) -> None:
+    from bikeshare_assets.definitions import build_endpoint
+
+    endpoint = build_endpoint(settings)
+    if endpoint.kind != "local":
+        return
+    for city in settings.cities:
+        state = endpoint.local(city).stop()
+        if state:
+            print(
+                f"stopped the local endpoint of {city} ({state.url}); `bikeshare serve` starts it again"
+            )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -280,6 +405,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 ok = False
                 break
     _print_summary(settings, stages, time.perf_counter() - started)
+    if not args.keep_serving:
+        _stop_endpoints(settings)
     if not ok:
         failed = next(s for s in stages if s.result and not s.result["success"])
         print(f"\nFAILED: {failed.label}\n{failed.result.get('error', '')}", file=sys.stderr)
@@ -305,6 +432,62 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the current champions locally (the same deployer as model_endpoint)."""
+    from bikeshare_assets.definitions import build_endpoint
+    from bikeshare_assets.partitions import city_partitions
+    from bikeshare_assets.serving.assets import sample_features
+    from bikeshare_assets.serving.bundle import build_serving_bundle
+    from bikeshare_assets.training.tracking import MlflowTracking
+
+    warnings.filterwarnings("ignore")
+    settings = get_settings()
+    endpoint = build_endpoint(settings)
+    cities = [args.city] if args.city else list(settings.cities)
+    if args.stop:
+        _stop_endpoints(settings)
+        return 0
+    tracking = MlflowTracking(
+        tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
+    )
+    lake = _lake(settings)
+    for key in cities:
+        city = settings.cities[key]
+        parts = city_partitions(city, settings.source)
+        last_day = parts.days.get_last_partition_key()
+        day = parts.days.time_window_for_partition_key(last_day)
+        sample = sample_features(lake, city, parts, day)
+        bundle = build_serving_bundle(tracking, key, sample)
+        deployed = endpoint.deploy(key, bundle.model_uri, bundle.label, sample)
+        print(
+            f"{key}: serving {bundle.label} at {deployed['address']} (POST /invocations, GET /ping)"
+        )
+    if args.detach:
+        return 0
+    print("Ctrl-C stops serving.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        _stop_endpoints(settings)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from bikeshare_assets.registry.registry import registered_model_name, rollback
+    from bikeshare_assets.training.tracking import MlflowTracking
+
+    settings = get_settings()
+    client = MlflowTracking(tracking_uri=settings.mlflow_tracking_uri).client()
+    name = registered_model_name(args.city, args.target)
+    before, after = rollback(client, name, args.to_version)
+    print(
+        f"{name}: champion moved from v{before} back to v{after}. Redeploy: `bikeshare serve` or "
+        f"materialize {args.city}/model_endpoint."
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bikeshare", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,7 +495,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--until", choices=LAYERS, default=LAYERS[-1], help="stop after this layer (default: all)"
     )
+    demo.add_argument(
+        "--keep-serving", action="store_true", help="leave the local endpoint running afterwards"
+    )
     demo.set_defaults(func=cmd_demo)
+    serve = sub.add_parser("serve", help="serve each city's champions on 127.0.0.1 until Ctrl-C")
+    serve.add_argument("--city", default=None)
+    serve.add_argument(
+        "--detach", action="store_true", help="start it and return (stop with --stop)"
+    )
+    serve.add_argument("--stop", action="store_true", help="stop the running local endpoint")
+    serve.set_defaults(func=cmd_serve)
+    rollback = sub.add_parser("rollback", help="put the previous champion back")
+    rollback.add_argument("--city", required=True)
+    rollback.add_argument("--target", required=True, choices=["stockout_bikes", "stockout_docks"])
+    rollback.add_argument("--to-version", default=None, help="a specific registered version")
+    rollback.set_defaults(func=cmd_rollback)
     sub.add_parser("env", help="list the environment variables and their values").set_defaults(
         func=cmd_env
     )

@@ -9,8 +9,11 @@ from bikeshare_assets.cities import SourceMode
 from bikeshare_assets.features.assets import build_feature_assets
 from bikeshare_assets.ingest.assets import build_raw_assets
 from bikeshare_assets.ingest.resources import FeedSources
+from bikeshare_assets.monitoring.assets import build_monitoring_assets
 from bikeshare_assets.partitions import city_partitions
 from bikeshare_assets.registry.assets import build_registry_assets
+from bikeshare_assets.serving.assets import build_serving_assets
+from bikeshare_assets.serving.resources import ModelEndpoint
 from bikeshare_assets.settings import Deployment, Settings, get_settings
 from bikeshare_assets.storage import LakeStorage, PartitionedParquetIOManager
 from bikeshare_assets.training.assets import build_training_assets
@@ -40,7 +43,30 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "mlflow_tracking": MlflowTracking(
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
         ),
+        "endpoint": build_endpoint(settings),
     }
+
+
+def build_endpoint(settings: Settings) -> ModelEndpoint:
+    if settings.endpoint_kind == "sagemaker" and not (
+        settings.sagemaker_image and settings.sagemaker_role_arn
+    ):
+        raise ValueError(
+            "BIKESHARE_ENDPOINT=sagemaker needs BIKESHARE_SAGEMAKER_IMAGE (an MLflow pyfunc serving "
+            "image) and BIKESHARE_SAGEMAKER_ROLE_ARN; see docs/cicd.md."
+        )
+    return ModelEndpoint(
+        kind=settings.endpoint_kind,
+        request_timeout_s=settings.endpoint_timeout_s,
+        state_dir=str(settings.home / "serving"),
+        ports=list(settings.endpoint_ports),
+        region=settings.aws_region,
+        sagemaker_endpoint_url=settings.sagemaker_endpoint_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        bucket=settings.sagemaker_bucket,
+        image_uri=settings.sagemaker_image,
+        role_arn=settings.sagemaker_role_arn,
+    )
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -52,6 +78,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets += build_feature_assets(city, parts)
         assets += build_training_assets(city, parts)
         assets += build_registry_assets(city, parts)
+        assets += build_serving_assets(city, parts)
+        assets += build_monitoring_assets(city, parts)
         if settings.source is SourceMode.LIVE:
             schedules += build_live_schedules(city, parts)
     return dg.Definitions(assets=assets, schedules=schedules, resources=build_resources(settings))

@@ -43,6 +43,14 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "$BIKESHARE_HOME/mlflow/artifacts",
         "artifact root for new experiments",
     ),
+    ("BIKESHARE_ENDPOINT", "local (local), sagemaker", "where the champion is served"),
+    ("BIKESHARE_ENDPOINT_PORTS", "8080,8081", "local blue/green ports on 127.0.0.1"),
+    ("BIKESHARE_ENDPOINT_TIMEOUT_S", "2", "per-request timeout before predictions fall back"),
+    ("BIKESHARE_SAGEMAKER_IMAGE", "", "scoring image (mlflow sagemaker build-and-push-container)"),
+    ("BIKESHARE_SAGEMAKER_ROLE_ARN", "", "execution role of the SageMaker model"),
+    ("BIKESHARE_SAGEMAKER_BUCKET", "", "bucket for model.tar.gz (defaults to the lake's)"),
+    ("BIKESHARE_SAGEMAKER_ENDPOINT_URL", "(AWS)", "SageMaker API endpoint, e.g. a moto server"),
+    ("AWS_DEFAULT_REGION", "eu-west-3", "AWS region for S3 and SageMaker"),
     ("DAGSTER_HOME", "$BIKESHARE_HOME/dagster_home", "Dagster instance (SQLite locally)"),
 )
 
@@ -61,6 +69,14 @@ class Settings:
     dagster_home: Path
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
+    endpoint_kind: str
+    endpoint_ports: tuple[int, int]
+    endpoint_timeout_s: float
+    sagemaker_image: str
+    sagemaker_role_arn: str
+    sagemaker_bucket: str
+    sagemaker_endpoint_url: str | None
+    aws_region: str
 
     @property
     def quarantine_root(self) -> str:
@@ -125,4 +141,35 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         mlflow_artifact_root=env.get("BIKESHARE_MLFLOW_ARTIFACTS")
         or str(home / "mlflow" / "artifacts"),
+        endpoint_kind=_choice(
+            env,
+            "BIKESHARE_ENDPOINT",
+            "local" if deployment is Deployment.LOCAL else "sagemaker",
+            ("local", "sagemaker"),
+        ),
+        endpoint_ports=_ports(env.get("BIKESHARE_ENDPOINT_PORTS", "8080,8081")),
+        endpoint_timeout_s=float(env.get("BIKESHARE_ENDPOINT_TIMEOUT_S", "2")),
+        sagemaker_image=env.get("BIKESHARE_SAGEMAKER_IMAGE", ""),
+        sagemaker_role_arn=env.get("BIKESHARE_SAGEMAKER_ROLE_ARN", ""),
+        sagemaker_bucket=env.get("BIKESHARE_SAGEMAKER_BUCKET")
+        or (storage_root[len("s3://") :].split("/")[0] if storage_root.startswith("s3://") else ""),
+        sagemaker_endpoint_url=env.get("BIKESHARE_SAGEMAKER_ENDPOINT_URL") or None,
+        aws_region=env.get("AWS_DEFAULT_REGION", "eu-west-3"),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
+    return value
+
+
+def _ports(value: str) -> tuple[int, int]:
+    try:
+        blue, green = (int(p) for p in value.split(","))
+    except ValueError as exc:
+        raise ValueError(
+            f"BIKESHARE_ENDPOINT_PORTS={value!r}: expected two ports, e.g. 8080,8081."
+        ) from exc
+    return blue, green

@@ -54,7 +54,9 @@ def champion_versions(client: MlflowClient, city: str) -> dict[str, str]:
     return versions
 
 
-def _load_champion(client: MlflowClient, name: str, version: str, target: str) -> tuple[lgb.Booster, float]:
+def _load_champion(
+    client: MlflowClient, name: str, version: str, target: str
+) -> tuple[lgb.Booster, float]:
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
     meta = json.loads(next(local.rglob("meta.json")).read_text())
     booster_file = next(p for p in local.rglob(f"{target}.txt"))
@@ -73,7 +75,14 @@ def build_serving_bundle(
     for version in existing:
         if version.tags.get("champions") == label:
             thresholds = json.loads(version.tags.get("thresholds", "{}"))
-            return ServingBundle(name, version.version, f"models:/{name}/{version.version}", label, champions, thresholds)
+            return ServingBundle(
+                name,
+                version.version,
+                f"models:/{name}/{version.version}",
+                label,
+                champions,
+                thresholds,
+            )
     boosters, thresholds = {}, {}
     for target, version in champions.items():
         boosters[target], thresholds[target] = _load_champion(
@@ -81,9 +90,13 @@ def build_serving_bundle(
         )
     with (
         tempfile.TemporaryDirectory() as tmp,
-        tracking.start_run(f"bikeshare/{city}/serving", f"{city}-serving-{label}", dagster_context) as run,
+        tracking.start_run(
+            f"bikeshare/{city}/serving", f"{city}-serving-{label}", dagster_context
+        ) as run,
     ):
-        artifacts = write_model_artifacts(Path(tmp) / "model", boosters, thresholds, model_version=label)
+        artifacts = write_model_artifacts(
+            Path(tmp) / "model", boosters, thresholds, model_version=label
+        )
         x = example.head(5).select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).to_pandas()
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -96,9 +109,15 @@ def build_serving_bundle(
         version = mlflow.register_model(
             info.model_uri,
             name,
-            tags={"champions": label, "thresholds": json.dumps(thresholds), "run_id": run.info.run_id},
+            tags={
+                "champions": label,
+                "thresholds": json.dumps(thresholds),
+                "run_id": run.info.run_id,
+            },
         )
-    return ServingBundle(name, version.version, f"models:/{name}/{version.version}", label, champions, thresholds)
+    return ServingBundle(
+        name, version.version, f"models:/{name}/{version.version}", label, champions, thresholds
+    )
 
 
 def _exists(client: MlflowClient, name: str) -> bool:

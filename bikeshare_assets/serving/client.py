@@ -55,13 +55,23 @@ def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:
             "malformed", f"{len(predictions)} predictions for {expected_rows} rows sent"
         )
     required = [f"p_{t}" for t in TARGETS] + [f"flag_{t}" for t in TARGETS] + ["model_version"]
-    if predictions and not all(isinstance(p, dict) and set(required) <= set(p) for p in predictions):
+    if predictions and not all(
+        isinstance(p, dict) and set(required) <= set(p) for p in predictions
+    ):
         raise EndpointError("malformed", f"predictions lack fields {required}: {predictions[0]!r}")
-    frame = pl.DataFrame(predictions, schema_overrides={"model_version": pl.String}) if predictions else None
+    frame = (
+        pl.DataFrame(predictions, schema_overrides={"model_version": pl.String})
+        if predictions
+        else None
+    )
     if frame is None:
         return pl.DataFrame(schema={c: pl.Float64 for c in required})
     probabilities = frame.select(pl.col(f"p_{t}") for t in TARGETS)
-    if probabilities.select(((pl.all() < 0) | (pl.all() > 1) | pl.all().is_null()).any()).row(0).count(True):
+    if (
+        probabilities.select(((pl.all() < 0) | (pl.all() > 1) | pl.all().is_null()).any())
+        .row(0)
+        .count(True)
+    ):
         raise EndpointError("malformed", "probabilities outside [0, 1] or missing")
     return frame.select(
         *[pl.col(f"p_{t}").cast(pl.Float64) for t in TARGETS],
@@ -96,11 +106,17 @@ class HttpTransport:
                 timeout=timeout_s,
             )
         except requests.Timeout as exc:
-            raise EndpointError("timeout", f"{self.url} did not answer within {timeout_s}s") from exc
+            raise EndpointError(
+                "timeout", f"{self.url} did not answer within {timeout_s}s"
+            ) from exc
         except requests.ConnectionError as exc:
-            raise EndpointError("unavailable", f"{self.url} refused or dropped the connection") from exc
+            raise EndpointError(
+                "unavailable", f"{self.url} refused or dropped the connection"
+            ) from exc
         if response.status_code != 200:
-            raise EndpointError("error", f"{self.url} answered HTTP {response.status_code}: {response.text[:300]}")
+            raise EndpointError(
+                "error", f"{self.url} answered HTTP {response.status_code}: {response.text[:300]}"
+            )
         return response.content
 
 
@@ -119,9 +135,13 @@ class SageMakerTransport:
                 EndpointName=self.endpoint_name, ContentType="application/json", Body=body
             )
         except ReadTimeoutError as exc:
-            raise EndpointError("timeout", f"SageMaker endpoint {self.endpoint_name}: {exc}") from exc
+            raise EndpointError(
+                "timeout", f"SageMaker endpoint {self.endpoint_name}: {exc}"
+            ) from exc
         except (ClientError, BotoCoreError) as exc:
-            raise EndpointError("unavailable", f"SageMaker endpoint {self.endpoint_name}: {exc}") from exc
+            raise EndpointError(
+                "unavailable", f"SageMaker endpoint {self.endpoint_name}: {exc}"
+            ) from exc
         return response["Body"].read()
 
 

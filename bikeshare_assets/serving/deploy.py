@@ -7,6 +7,7 @@ Both run the same program, MLflow's pyfunc scoring server; locally it is a proce
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -63,15 +64,11 @@ def stop_process(pid: int, grace_s: float = 10.0) -> None:
     while time.monotonic() < deadline:
         if not _pid_alive(pid):
             return
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 class LocalDeployer:
@@ -79,8 +76,14 @@ class LocalDeployer:
     port, must answer /ping and a sample /invocations with the expected model version, and
     only then does the state file (the address everybody calls) move to it."""
 
-    def __init__(self, state_dir: Path, host: str = "127.0.0.1", ports: tuple[int, int] = (8080, 8081),
-                 startup_timeout_s: float = 90.0, request_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        ports: tuple[int, int] = (8080, 8081),
+        startup_timeout_s: float = 90.0,
+        request_timeout_s: float = 10.0,
+    ):
         self.state_dir = Path(state_dir)
         self.host = host
         self.ports = ports
@@ -115,9 +118,21 @@ class LocalDeployer:
         with log_file.open("ab") as log:
             return subprocess.Popen(
                 [
-                    sys.executable, "-m", "mlflow", "models", "serve",
-                    "-m", str(model_dir), "--env-manager", "local",
-                    "-h", self.host, "-p", str(port), "--workers", "1",
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "models",
+                    "serve",
+                    "-m",
+                    str(model_dir),
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    self.host,
+                    "-p",
+                    str(port),
+                    "--workers",
+                    "1",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -125,15 +140,21 @@ class LocalDeployer:
                 start_new_session=True,  # outlives the Dagster run; stopped by process group
             )
 
-    def wait_healthy(self, process: subprocess.Popen, url: str, sample: pl.DataFrame, expect_version: str) -> float:
+    def wait_healthy(
+        self, process: subprocess.Popen, url: str, sample: pl.DataFrame, expect_version: str
+    ) -> float:
         """/ping then a sample /invocations; returns the sample latency in ms."""
         transport = HttpTransport(url)
         deadline = time.monotonic() + self.startup_timeout_s
         while not transport.ping(timeout_s=1.0):
             if process.poll() is not None:
-                raise DeploymentRefused(f"scoring process exited with code {process.returncode} before /ping")
+                raise DeploymentRefused(
+                    f"scoring process exited with code {process.returncode} before /ping"
+                )
             if time.monotonic() > deadline:
-                raise DeploymentRefused(f"no /ping answer from {url} within {self.startup_timeout_s:.0f}s")
+                raise DeploymentRefused(
+                    f"no /ping answer from {url} within {self.startup_timeout_s:.0f}s"
+                )
             time.sleep(0.25)
         try:
             scored = score(transport, sample, self.request_timeout_s)
@@ -141,10 +162,14 @@ class LocalDeployer:
             raise DeploymentRefused(f"sample /invocations failed: {exc}") from exc
         versions = set(scored.frame.get_column("model_version").to_list())
         if versions != {expect_version}:
-            raise DeploymentRefused(f"sample answered model_version {versions}, expected {expect_version}")
+            raise DeploymentRefused(
+                f"sample answered model_version {versions}, expected {expect_version}"
+            )
         return scored.latency_ms
 
-    def deploy(self, model_uri: str, model_version: str, sample: pl.DataFrame) -> tuple[LocalEndpointState, float]:
+    def deploy(
+        self, model_uri: str, model_version: str, sample: pl.DataFrame
+    ) -> tuple[LocalEndpointState, float]:
         """Blue/green deploy; raises DeploymentRefused (old endpoint untouched) on failure."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         old = self.live()
@@ -156,7 +181,9 @@ class LocalDeployer:
         if not (model_dir / "MLmodel").exists():
             # Served from a local copy, like SageMaker's /opt/ml/model: the process never needs
             # the registry.
-            mlflow.artifacts.download_artifacts(model_uri, dst_path=str(model_dir.parent / (model_dir.name + ".dl")))
+            mlflow.artifacts.download_artifacts(
+                model_uri, dst_path=str(model_dir.parent / (model_dir.name + ".dl"))
+            )
             downloaded = model_dir.parent / (model_dir.name + ".dl")
             mlmodel = next(downloaded.rglob("MLmodel"))
             os.replace(mlmodel.parent, model_dir)
@@ -174,9 +201,15 @@ class LocalDeployer:
                 f"Scoring server log: {log_file}"
             ) from exc
         state = LocalEndpointState(
-            url=url, port=port, pid=process.pid, color=color, model_uri=model_uri,
-            model_version=model_version, model_dir=str(model_dir),
-            started_at=datetime.now(UTC).isoformat(), log_file=str(log_file),
+            url=url,
+            port=port,
+            pid=process.pid,
+            color=color,
+            model_uri=model_uri,
+            model_version=model_version,
+            model_dir=str(model_dir),
+            started_at=datetime.now(UTC).isoformat(),
+            log_file=str(log_file),
         )
         self._write_state(state)
         if old is not None:
@@ -198,8 +231,18 @@ class SageMakerDeployer:
     the previous endpoint config is kept so `rollback` is one update_endpoint call.
     """
 
-    def __init__(self, sagemaker_client: Any, s3_client: Any, *, endpoint_name: str, bucket: str,
-                 prefix: str, image_uri: str, role_arn: str, instance_type: str = "ml.m5.large"):
+    def __init__(
+        self,
+        sagemaker_client: Any,
+        s3_client: Any,
+        *,
+        endpoint_name: str,
+        bucket: str,
+        prefix: str,
+        image_uri: str,
+        role_arn: str,
+        instance_type: str = "ml.m5.large",
+    ):
         self.sm = sagemaker_client
         self.s3 = s3_client
         self.endpoint_name = endpoint_name
@@ -223,7 +266,7 @@ class SageMakerDeployer:
         name = f"{self.endpoint_name}-{_safe(model_version)}"[:63]
         try:
             self.sm.describe_model(ModelName=name)
-        except Exception:  # noqa: BLE001 — boto3 raises a generated ClientError subclass
+        except Exception:
             self.sm.create_model(
                 ModelName=name,
                 ExecutionRoleArn=self.role_arn,
@@ -238,10 +281,12 @@ class SageMakerDeployer:
     def current_config(self) -> str | None:
         try:
             return self.sm.describe_endpoint(EndpointName=self.endpoint_name)["EndpointConfigName"]
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None
 
-    def deploy(self, champion_model: str, challenger_model: str | None = None, canary_weight: float = 0.0) -> dict:
+    def deploy(
+        self, champion_model: str, challenger_model: str | None = None, canary_weight: float = 0.0
+    ) -> dict:
         variants = [
             {
                 "VariantName": "champion",
@@ -264,12 +309,19 @@ class SageMakerDeployer:
         previous = self.current_config()
         config = f"{self.endpoint_name}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"[:63]
         tags = [{"Key": "previous_config", "Value": previous or ""}]
-        self.sm.create_endpoint_config(EndpointConfigName=config, ProductionVariants=variants, Tags=tags)
+        self.sm.create_endpoint_config(
+            EndpointConfigName=config, ProductionVariants=variants, Tags=tags
+        )
         if previous is None:
             self.sm.create_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=config)
         else:
             self.sm.update_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=config)
-        return {"endpoint": self.endpoint_name, "config": config, "previous_config": previous, "variants": variants}
+        return {
+            "endpoint": self.endpoint_name,
+            "config": config,
+            "previous_config": previous,
+            "variants": variants,
+        }
 
     def rollback(self) -> tuple[str, str]:
         """Back to the endpoint config that was live before the current one."""
@@ -280,7 +332,9 @@ class SageMakerDeployer:
         tags = {t["Key"]: t["Value"] for t in self.sm.list_tags(ResourceArn=arn).get("Tags", [])}
         previous = tags.get("previous_config")
         if not previous:
-            raise ValueError(f"{self.endpoint_name}: config {current} has no previous config to roll back to")
+            raise ValueError(
+                f"{self.endpoint_name}: config {current} has no previous config to roll back to"
+            )
         self.sm.update_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=previous)
         return current, previous
 

@@ -1,0 +1,168 @@
+"""prediction_outcomes (every snapshot) and model_quality (daily, rolling 24 hours)."""
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from bikeshare_assets.cities import City
+from bikeshare_assets.features.store import partition_keys_between, read_partitions
+from bikeshare_assets.ingest.contracts import RuleOutcome
+from bikeshare_assets.monitoring.quality import join_outcomes, quality_metrics
+from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
+from bikeshare_assets.partitions import CityPartitions
+from bikeshare_assets.registry.gate import GateThresholds
+from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage
+
+COVERAGE_MIN = 0.9
+QUALITY_SCHEMA = {
+    "day": pl.String(),
+    "target": pl.String(),
+    "rows": pl.Int64(),
+    "base_rate": pl.Float64(),
+    "pr_auc_24h": pl.Float64(),
+    "f1_24h": pl.Float64(),
+    "brier_24h": pl.Float64(),
+    "calibration_error_24h": pl.Float64(),
+    "fallback_rate": pl.Float64(),
+}
+
+
+def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinition]:
+    prefix = city.key
+    outcomes_key = dg.AssetKey([prefix, "prediction_outcomes"])
+    quality_key = dg.AssetKey([prefix, "model_quality"])
+
+    @dg.asset(
+        key=outcomes_key,
+        partitions_def=parts.snapshots,
+        ins={
+            "predictions": dg.AssetIn(key=[prefix, "stockout_predictions"]),
+            "labels": dg.AssetIn(key=[prefix, "stockout_labels"]),
+        },
+        check_specs=check_specs(
+            outcomes_key,
+            ["coverage"],
+            parts.snapshots,
+            {"coverage": ">= 90% of the snapshot's predictions have a matured label."},
+        ),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=f"{prefix}_monitoring",
+        kinds={"polars", "parquet"},
+        owners=["team:ml-platform"],
+        tags={"city": prefix, "layer": "monitoring"},
+        metadata={PARTITION_COLUMN_METADATA: "snapshot_at"},
+        description=f"{city.display_name}: predictions at t joined with the labels at t, which "
+        "mature 30 minutes later.",
+    )
+    def prediction_outcomes(
+        context: dg.AssetExecutionContext, predictions: pl.DataFrame, labels: pl.DataFrame
+    ):
+        outcomes = (
+            join_outcomes(predictions, labels) if predictions.height and labels.height else None
+        )
+        pdef = context.assets_def.partitions_def
+        results = {}
+        for key in context.partition_keys:
+            start = pdef.time_window_for_partition_key(key).start  # type: ignore[union-attr]
+            n_pred = (
+                predictions.filter(pl.col("snapshot_at") == start).height
+                if predictions.height
+                else 0
+            )
+            n_lab = labels.filter(pl.col("snapshot_at") == start).height if labels.height else 0
+            n_out = (
+                outcomes.filter(pl.col("snapshot_at") == start).height
+                if outcomes is not None
+                else 0
+            )
+            context.add_asset_metadata(
+                {"rows": n_out, "predictions": n_pred, "matured": n_lab > 0}, partition_key=key
+            )
+            if n_pred and n_lab:
+                share = n_out / n_pred
+                results[key] = [
+                    RuleOutcome(
+                        "coverage",
+                        share >= COVERAGE_MIN,
+                        dg.AssetCheckSeverity.WARN,
+                        share,
+                        COVERAGE_MIN,
+                        f"{n_out} of {n_pred} predictions have an outcome.",
+                    )
+                ]
+        log_partition_checks(context, outcomes_key, results)
+        frame = outcomes if outcomes is not None else pl.DataFrame()
+        yield dg.Output(frame)
+        yield from check_step_outputs(context, outcomes_key)
+
+    @dg.asset(
+        key=quality_key,
+        partitions_def=parts.days,
+        deps=[dg.AssetDep(outcomes_key)],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "quality_above_gate",
+                asset=quality_key,
+                partitions_def=parts.days,
+                description="Rolling 24-hour PR-AUC >= 0.70 and F1 >= 0.55 for both targets (the "
+                "promotion gate's floors); failing means retrain.",
+            )
+        ],
+        group_name=f"{prefix}_monitoring",
+        kinds={"polars"},
+        owners=["team:ml-platform"],
+        tags={"city": prefix, "layer": "monitoring"},
+        description=f"{city.display_name}: rolling 24-hour PR-AUC, F1, Brier, calibration error and "
+        "fallback rate of the served predictions, from matured outcomes.",
+    )
+    def model_quality(context: dg.AssetExecutionContext, lake: LakeStorage):
+        # The 24 hours up to the end of the day, or of the data when the period ends earlier.
+        last = parts.snapshots.get_last_partition_key()
+        data_end = parts.snapshots.time_window_for_partition_key(last).end if last else None
+        end = (
+            min(context.partition_time_window.end, data_end)
+            if data_end
+            else context.partition_time_window.end
+        )
+        keys = partition_keys_between(parts.snapshots, end - timedelta(hours=24), end)
+        outcomes, missing = read_partitions(lake, outcomes_key, keys, missing_ok=True)
+        if outcomes.height == 0:
+            raise dg.Failure(
+                description=f"{prefix}/model_quality {context.partition_key}: no prediction outcomes in the "
+                f"24 hours before {end} ({len(missing)} of {len(keys)} partitions missing). Materialize "
+                f"{prefix}/stockout_predictions and {prefix}/prediction_outcomes first."
+            )
+        rows = [{"day": context.partition_key, **r} for r in quality_metrics(outcomes)]
+        frame = pl.DataFrame(rows, schema=QUALITY_SCHEMA)
+        floors = GateThresholds()
+        failing = [
+            r["target"]
+            for r in rows
+            if r["pr_auc_24h"] is None
+            or r["pr_auc_24h"] < floors.min_pr_auc
+            or (r["f1_24h"] or 0) < floors.min_f1
+        ]
+        yield dg.Output(
+            frame,
+            metadata={
+                **{
+                    f"{r['target']}_pr_auc_24h": r["pr_auc_24h"]
+                    for r in rows
+                    if r["pr_auc_24h"] is not None
+                },
+                **{f"{r['target']}_f1_24h": r["f1_24h"] for r in rows if r["f1_24h"] is not None},
+                "outcome_rows": outcomes.height,
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name="quality_above_gate",
+            passed=not failing,
+            metadata={
+                "failing_targets": failing,
+                **{f"{r['target']}_pr_auc_24h": r["pr_auc_24h"] or 0.0 for r in rows},
+                **{f"{r['target']}_f1_24h": r["f1_24h"] or 0.0 for r in rows},
+            },
+        )
+
+    return [prediction_outcomes, model_quality]

@@ -1,0 +1,108 @@
+"""The ModelEndpoint resource: where each city's champion is served and how to call it.
+
+`kind="local"` (embedded default) supervises MLflow's scoring server on 127.0.0.1;
+`kind="sagemaker"` deploys the same model to a SageMaker real-time endpoint. Predictions
+only ever see a Transport, so they do not care which.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import polars as pl
+from pydantic import Field
+
+from bikeshare_assets.serving.client import HttpTransport, SageMakerTransport, Transport
+from bikeshare_assets.serving.deploy import LocalDeployer, SageMakerDeployer
+
+
+class ModelEndpoint(dg.ConfigurableResource):
+    kind: str = "local"  # local | sagemaker
+    request_timeout_s: float = 2.0
+    # local
+    state_dir: str = ".bikeshare/serving"
+    host: str = "127.0.0.1"
+    ports: list[int] = Field(default_factory=lambda: [8080, 8081])
+    startup_timeout_s: float = 90.0
+    # sagemaker
+    region: str = "eu-west-3"
+    sagemaker_endpoint_url: str | None = None  # e.g. a moto server in tests
+    s3_endpoint_url: str | None = None
+    bucket: str = ""
+    prefix: str = "sagemaker-models"
+    image_uri: str = ""
+    role_arn: str = ""
+    instance_type: str = "ml.m5.large"
+    canary_weight: float = 0.0
+
+    def endpoint_name(self, city: str) -> str:
+        return f"bikeshare-{city}-stockout"
+
+    def local(self, city: str) -> LocalDeployer:
+        return LocalDeployer(
+            Path(self.state_dir) / city,
+            host=self.host,
+            ports=(self.ports[0], self.ports[1]),
+            startup_timeout_s=self.startup_timeout_s,
+            request_timeout_s=max(self.request_timeout_s, 10.0),
+        )
+
+    def sagemaker(self, city: str) -> SageMakerDeployer:
+        import boto3
+
+        sm = boto3.client(
+            "sagemaker", region_name=self.region, endpoint_url=self.sagemaker_endpoint_url
+        )
+        s3 = boto3.client("s3", region_name=self.region, endpoint_url=self.s3_endpoint_url)
+        return SageMakerDeployer(
+            sm,
+            s3,
+            endpoint_name=self.endpoint_name(city),
+            bucket=self.bucket,
+            prefix=f"{self.prefix}/{city}",
+            image_uri=self.image_uri,
+            role_arn=self.role_arn,
+            instance_type=self.instance_type,
+        )
+
+    def deploy(self, city: str, model_uri: str, model_version: str, sample: pl.DataFrame) -> dict:
+        if self.kind == "local":
+            state, latency = self.local(city).deploy(model_uri, model_version, sample)
+            return {
+                "kind": "local",
+                "address": state.url,
+                "pid": state.pid,
+                "color": state.color,
+                "model_version": state.model_version,
+                "sample_latency_ms": round(latency, 2),
+            }
+        deployer = self.sagemaker(city)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+            model_dir = next(local.rglob("MLmodel")).parent
+            data_url = deployer.upload_model(model_dir, model_version)
+        model_name = deployer.create_model(model_version, data_url)
+        result = deployer.deploy(model_name)
+        return {
+            "kind": "sagemaker",
+            "address": deployer.endpoint_name,
+            "model_version": model_version,
+            "endpoint_config": result["config"],
+            "previous_config": result["previous_config"] or "",
+            "model_data": data_url,
+        }
+
+    def transport(self, city: str) -> Transport | None:
+        """How to call the city's live endpoint; None when nothing is serving."""
+        if self.kind == "local":
+            state = self.local(city).live()
+            return HttpTransport(state.url) if state else None
+        import boto3
+
+        runtime = boto3.client(
+            "sagemaker-runtime", region_name=self.region, endpoint_url=self.sagemaker_endpoint_url
+        )
+        return SageMakerTransport(self.endpoint_name(city), runtime)
