@@ -324,8 +324,7 @@ def build_station_features(
         .then(pl.col("bikes_available") + pl.col("docks_available"))
         .otherwise(None)
     )
-    edges = neighbour_edges(information, context.neighbour_radius_m)
-    neighbours = neighbour_features(current, edges)
+    neighbours = _neighbours_by_day(current, information, context.neighbour_radius_m)
     out = current.join(neighbours, on=KEY, how="left")
     out = static_features(out, information)
     out = out.with_columns(
@@ -334,6 +333,20 @@ def build_station_features(
     out = time_features(out, context.timezone, context.country)
     out = weather_features(out, weather)
     return out.select(KEY + FEATURE_COLUMNS).with_columns(_casts()).sort(KEY)
+
+
+def _neighbours_by_day(
+    current: pl.DataFrame, information: pl.DataFrame, radius_m: float
+) -> pl.DataFrame:
+    """Neighbour features of each snapshot from the station list of its own (UTC) day, as
+    static_features does: a later day's list (a station moved) must not reach earlier
+    snapshots, and a run over many days must give each day what a run over it alone gives."""
+    days = current.with_columns(_day=pl.col("snapshot_at").dt.truncate("1d"))
+    parts = []
+    for (day,), group in days.partition_by("_day", as_dict=True).items():
+        info = information.filter(pl.col("as_of_day") == day)
+        parts.append(neighbour_features(group.drop("_day"), neighbour_edges(info, radius_m)))
+    return pl.concat(parts)
 
 
 def _casts() -> list[pl.Expr]:

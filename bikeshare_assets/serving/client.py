@@ -8,6 +8,7 @@ carries every station; a single-station request is the same call with one row.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -35,11 +36,23 @@ class Scored:
     latency_ms: float
 
 
-def request_body(features: pl.DataFrame) -> bytes:
-    """`dataframe_split` JSON of the model's inputs; nulls as JSON null (not NaN)."""
-    rows = features.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).rows()
-    data = [[None if (v is None or math.isnan(v)) else v for v in row] for row in rows]
-    return json.dumps({"dataframe_split": {"columns": FEATURE_COLUMNS, "data": data}}).encode()
+JSON = "application/json"
+PARQUET = "application/vnd.apache.parquet"
+# A full-city batch as JSON costs the server ~18 ms just to parse (1,473 rows x 47 floats);
+# as parquet ~8 ms. A handful of rows is cheaper as JSON. Both are MLflow scoring-server
+# content types, so SageMaker accepts them too.
+PARQUET_FROM_ROWS = 64
+
+
+def request_body(features: pl.DataFrame) -> tuple[str, bytes]:
+    """(content type, body) of the model's inputs."""
+    inputs = features.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS)
+    if inputs.height >= PARQUET_FROM_ROWS:
+        buf = io.BytesIO()
+        inputs.to_pandas().to_parquet(buf, index=False, compression=None)
+        return PARQUET, buf.getvalue()
+    data = [[None if (v is None or math.isnan(v)) else v for v in row] for row in inputs.rows()]
+    return JSON, json.dumps({"dataframe_split": {"columns": FEATURE_COLUMNS, "data": data}}).encode()
 
 
 def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:
@@ -81,7 +94,7 @@ def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:
 
 
 class Transport(Protocol):
-    def post(self, body: bytes, timeout_s: float) -> bytes: ...
+    def post(self, body: bytes, timeout_s: float, content_type: str = JSON) -> bytes: ...
 
 
 class HttpTransport:
@@ -97,12 +110,12 @@ class HttpTransport:
         except requests.RequestException:
             return False
 
-    def post(self, body: bytes, timeout_s: float) -> bytes:
+    def post(self, body: bytes, timeout_s: float, content_type: str = JSON) -> bytes:
         try:
             response = self.session.post(
                 f"{self.url}/invocations",
                 data=body,
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": content_type},
                 timeout=timeout_s,
             )
         except requests.Timeout as exc:
@@ -127,12 +140,12 @@ class SageMakerTransport:
         self.endpoint_name = endpoint_name
         self.runtime = runtime_client
 
-    def post(self, body: bytes, timeout_s: float) -> bytes:
+    def post(self, body: bytes, timeout_s: float, content_type: str = JSON) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
         try:
             response = self.runtime.invoke_endpoint(
-                EndpointName=self.endpoint_name, ContentType="application/json", Body=body
+                EndpointName=self.endpoint_name, ContentType=content_type, Body=body
             )
         except ReadTimeoutError as exc:
             raise EndpointError(
@@ -146,8 +159,8 @@ class SageMakerTransport:
 
 
 def score(transport: Transport, features: pl.DataFrame, timeout_s: float) -> Scored:
-    body = request_body(features)
+    content_type, body = request_body(features)
     started = time.perf_counter()
-    raw = transport.post(body, timeout_s)
+    raw = transport.post(body, timeout_s, content_type)
     latency_ms = (time.perf_counter() - started) * 1000
     return Scored(parse_response(raw, features.height), latency_ms)

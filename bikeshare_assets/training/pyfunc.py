@@ -47,7 +47,8 @@ class StockoutModel(mlflow.pyfunc.PythonModel):
         missing = [c for c in self.features if c not in model_input.columns]
         if missing:
             raise ValueError(f"model input lacks feature column(s) {missing}")
-        x = model_input[self.features].astype("float64").to_numpy()
+        # C order: LightGBM copies row by row otherwise (~6 ms per call even for one row).
+        x = np.ascontiguousarray(model_input[self.features].to_numpy(dtype=np.float64))
         out: dict[str, Any] = {}
         for target, booster in self.boosters.items():
             p = booster.predict(x, num_iteration=self.meta["best_iteration"].get(target))
