@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## Run the main job end to end on the embedded default (offline replay, SQLite, local files).
 demo: venv
-	$(BIN)/bikeshare demo
+	$(BIN)/bikeshare demo $(ARGS)
 
 ## Run the test suite (starts its own local HTTP, moto and scoring servers).
 test: venv
