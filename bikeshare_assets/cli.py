@@ -257,9 +257,8 @@ def _print_scorecard(settings: Settings, stages: list[Stage]) -> None:
 
     lake = _lake(settings)
     for stage in stages:
-        if not stage.selection[0].endswith("registered_model_version") or not stage.result.get(
-            "success"
-        ):
+        # Printed also when the gate refused a model: the asset is stored either way.
+        if not stage.selection[0].endswith("registered_model_version") or not stage.result:
             continue
         city = stage.selection[0].split("/")[0]
         day = stage.first

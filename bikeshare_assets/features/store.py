@@ -19,8 +19,19 @@ from bikeshare_assets.storage import LakeStorage, MissingPartitionError, partiti
 def partition_keys_between(
     partitions_def: dg.TimeWindowPartitionsDefinition, start: datetime, end: datetime
 ) -> list[str]:
-    """Keys of the partitions whose window overlaps [start, end)."""
-    return list(partitions_def.get_partition_keys_in_time_window(dg.TimeWindow(start, end)))
+    """Keys of the partitions whose window overlaps [start, end).
+
+    Dagster's `get_partition_keys_in_time_window` returns the partitions that *start* in the
+    window, so on its own it misses the partition already under way at `start` (e.g. the
+    day partition of a run's snapshots, unless the run crosses midnight)."""
+    first = partitions_def.get_first_partition_window()
+    if first is None or end <= start:
+        return []
+    widened = dg.TimeWindow(start - (first.end - first.start), end)
+    keys = list(partitions_def.get_partition_keys_in_time_window(widened))
+    while keys and partitions_def.time_window_for_partition_key(keys[0]).end <= start:
+        keys.pop(0)
+    return keys
 
 
 def read_partitions(

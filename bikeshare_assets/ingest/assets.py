@@ -115,13 +115,24 @@ def _reject(
     return result
 
 
-def _fetch(
-    fetch: Callable[[], FeedDocument | None],
-) -> tuple[FeedDocument | None, SourceError | None]:
+def _fetch_or_gap(
+    lake: LakeStorage,
+    city: City,
+    asset: str,
+    result: PartitionResult,
+    fetch: Callable[[datetime, datetime], FeedDocument | None],
+    window: dg.TimeWindow,
+) -> FeedDocument | None:
+    """The window's document; None after marking the result a gap (the source has no
+    snapshot) or rejected (the source failed: whatever it sent is quarantined)."""
     try:
-        return fetch(), None
-    except SourceError as exc:
-        return None, exc
+        doc = fetch(window.start, window.end)
+    except SourceError as error:
+        _source_failed(lake, city, asset, result, error)
+        return None
+    if doc is None:
+        result.gap = True
+    return doc
 
 
 def _accept_feed(
@@ -177,11 +188,10 @@ def ingest_information(
     lake: LakeStorage, city: City, source, partition: str, window: dg.TimeWindow
 ) -> PartitionResult:
     result = PartitionResult(partition)
-    doc, error = _fetch(lambda: source.station_information(window.start, window.end))
-    if error is not None:
-        return _source_failed(lake, city, "raw_station_information", result, error)
+    doc = _fetch_or_gap(
+        lake, city, "raw_station_information", result, source.station_information, window
+    )
     if doc is None:
-        result.gap = True
         return result
     batch = _accept_feed(
         lake,
@@ -211,11 +221,8 @@ def ingest_status(
     information: pl.DataFrame,
 ) -> PartitionResult:
     result = PartitionResult(partition)
-    doc, error = _fetch(lambda: source.station_status(window.start, window.end))
-    if error is not None:
-        return _source_failed(lake, city, "raw_station_status", result, error)
+    doc = _fetch_or_gap(lake, city, "raw_station_status", result, source.station_status, window)
     if doc is None:
-        result.gap = True
         return result
     batch = _accept_feed(
         lake,

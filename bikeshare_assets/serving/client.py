@@ -52,7 +52,9 @@ def request_body(features: pl.DataFrame) -> tuple[str, bytes]:
         inputs.to_pandas().to_parquet(buf, index=False, compression=None)
         return PARQUET, buf.getvalue()
     data = [[None if (v is None or math.isnan(v)) else v for v in row] for row in inputs.rows()]
-    return JSON, json.dumps({"dataframe_split": {"columns": FEATURE_COLUMNS, "data": data}}).encode()
+    return JSON, json.dumps(
+        {"dataframe_split": {"columns": FEATURE_COLUMNS, "data": data}}
+    ).encode()
 
 
 def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:

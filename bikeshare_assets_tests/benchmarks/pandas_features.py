@@ -94,13 +94,27 @@ def build_station_features_pandas(
 
 def add_rolling_features(hist: pd.DataFrame) -> pd.DataFrame:
     """Window statistics, net flows and the gap to the previous snapshot, on every row of
-    `hist` (sorted by station, then time)."""
-    hist = hist.copy()
-    hist["hours"] = (hist["snapshot_at"] - hist["snapshot_at"].min()).dt.total_seconds() / 3600.0
-    hist["xy"] = hist["hours"] * hist["bikes_available"]
-    hist["xx"] = hist["hours"] * hist["hours"]
-    hist["one"] = 1.0
-    by_station = hist.groupby("station_id", sort=True)
+    `hist` (sorted by station, then time). New columns are collected and added at once."""
+    hours = (hist["snapshot_at"] - hist["snapshot_at"].min()).dt.total_seconds() / 3600.0
+    bikes = hist["bikes_available"]
+    moments = pd.DataFrame(
+        {
+            "station_id": hist["station_id"],
+            "snapshot_at": hist["snapshot_at"],
+            "one": 1.0,
+            "bikes_available": bikes,
+            "docks_available": hist["docks_available"],
+            "hours": hours,
+            "xy": hours * bikes,
+            "xx": hours * hours,
+        }
+    )
+    by_station = moments.groupby("station_id", sort=True)
+    now = hist[KEY]
+    state = hist[KEY + ["bikes_available", "docks_available"]].rename(
+        columns={"bikes_available": "_b_past", "docks_available": "_d_past"}
+    )
+    new: dict[str, np.ndarray | pd.Series] = {}
     for w in WINDOWS_MINUTES:
         window = by_station.rolling(f"{w}min", on="snapshot_at", closed="both")
         # hist is sorted by (station, time), which is the order groupby.rolling returns.
@@ -109,24 +123,23 @@ def add_rolling_features(hist: pd.DataFrame) -> pd.DataFrame:
         mx, my = means["hours"].to_numpy(), means["bikes_available"].to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):  # one snapshot: 0 / 0
             slope = (means["xy"].to_numpy() - mx * my) / (means["xx"].to_numpy() - mx * mx)
-        hist[f"obs_{w}"] = obs
-        hist[f"bikes_mean_{w}"] = my
-        hist[f"bikes_var_{w}"] = window["bikes_available"].var().to_numpy()
-        hist[f"bikes_trend_per_h_{w}"] = np.where(obs >= 2, slope, np.nan)
-        hist[f"bikes_min_{w}"] = window["bikes_available"].min().to_numpy()
-        hist[f"docks_min_{w}"] = window["docks_available"].min().to_numpy()
+        new[f"obs_{w}"] = obs
+        new[f"bikes_mean_{w}"] = my
+        new[f"bikes_var_{w}"] = window["bikes_available"].var().to_numpy()
+        new[f"bikes_trend_per_h_{w}"] = np.where(obs >= 2, slope, np.nan)
+        new[f"bikes_min_{w}"] = window["bikes_available"].min().to_numpy()
+        new[f"docks_min_{w}"] = window["docks_available"].min().to_numpy()
 
-        past = hist[KEY + ["bikes_available", "docks_available"]].rename(
-            columns={"bikes_available": "_b_past", "docks_available": "_d_past"}
+        past = state.assign(snapshot_at=state["snapshot_at"] + pd.Timedelta(minutes=w))
+        matched = now.merge(past, on=KEY, how="left")  # keeps now's row order
+        new[f"bikes_net_flow_{w}"] = bikes.to_numpy() - matched["_b_past"].to_numpy()
+        new[f"docks_net_flow_{w}"] = (
+            hist["docks_available"].to_numpy() - matched["_d_past"].to_numpy()
         )
-        past["snapshot_at"] = past["snapshot_at"] + pd.Timedelta(minutes=w)
-        matched = hist[KEY].merge(past, on=KEY, how="left")  # keeps hist's row order
-        hist[f"bikes_net_flow_{w}"] = hist["bikes_available"] - matched["_b_past"].to_numpy()
-        hist[f"docks_net_flow_{w}"] = hist["docks_available"] - matched["_d_past"].to_numpy()
 
     gap = by_station["snapshot_at"].diff().dt.total_seconds() / 60.0
-    hist["minutes_since_previous"] = gap.where(gap <= LOOKBACK.total_seconds() / 60)
-    return hist.drop(columns=["hours", "xy", "xx", "one"])
+    new["minutes_since_previous"] = gap.where(gap <= LOOKBACK.total_seconds() / 60)
+    return pd.concat([hist, pd.DataFrame(new, index=hist.index)], axis=1)
 
 
 def neighbour_edges(information: pd.DataFrame, radius_m: float) -> pd.DataFrame:

@@ -1,0 +1,186 @@
+"""station_features and stockout_labels materialized with Dagster on a real instance, over a
+few hours of the real Vélib' recording replayed through the raw layer.
+
+Expected values are read from the raw partitions the raw layer landed (and the recording's
+own bins), not from the feature code.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from bikeshare_assets.features.compute import KEY, feature_schema
+from bikeshare_assets.features.labels import LABEL_SCHEMA
+from bikeshare_assets_tests.conftest import (
+    DAY,
+    build_defs,
+    materializations,
+    materialize_range,
+    pkey,
+    settings_for,
+    step_failure_message,
+    utc,
+)
+
+CITY = "paris"
+FEATURES = dg.AssetKey([CITY, "station_features"])
+LABELS = dg.AssetKey([CITY, "stockout_labels"])
+FIRST, LAST = utc(2025, 9, 8, 15, 0), utc(2025, 9, 8, 17, 45)
+STEP = timedelta(minutes=15)
+KEYS = [pkey(FIRST + i * STEP) for i in range(int((LAST - FIRST) / STEP) + 1)]
+
+
+def part_file(lake: Path, asset: str, key: str) -> Path:
+    return lake / asset / f"city={CITY}" / f"dt={key}" / "part.parquet"
+
+
+def parse_key(key: str) -> datetime:
+    return datetime.strptime(key, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC)
+
+
+def check_evaluations(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, names
+) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    """(check, partition) -> the evaluation the instance stored."""
+    out: dict[tuple[str, str], dg.AssetCheckEvaluation] = {}
+    for name in names:
+        key = dg.AssetCheckKey(asset_key, name)
+        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=1000):
+            event = record.event.dagster_event if record.event else None
+            data = event.event_specific_data if event else None
+            if isinstance(data, dg.AssetCheckEvaluation):
+                assert record.partition == data.partition
+                out.setdefault((name, str(record.partition)), data)
+    return out
+
+
+@pytest.fixture
+def landed(home: Path, day_cities: Path, instance: dg.DagsterInstance):
+    """Raw layer for 14:00-18:15 (the lookback before 15:00 and the horizon after 17:45),
+    then features and labels for 15:00-17:45 in one single-run backfill."""
+    defs = build_defs(settings_for(home, day_cities))
+    for selection, start, end in (
+        (f"{CITY}/raw_station_information", DAY, DAY),
+        (f"{CITY}/raw_weather", "2025-09-08-11:00", "2025-09-08-18:00"),
+        (f"{CITY}/raw_station_status", "2025-09-08-14:00", "2025-09-08-18:15"),
+    ):
+        raw = materialize_range(defs, instance, selection, start, end)
+        assert raw.success, step_failure_message(raw)
+    result = materialize_range(
+        defs,
+        instance,
+        [FEATURES.to_user_string(), LABELS.to_user_string()],
+        KEYS[0],
+        KEYS[-1],
+    )
+    assert result.success, step_failure_message(result)
+    return result
+
+
+def raw_at(lake: Path, at: datetime) -> pl.DataFrame:
+    return pl.read_parquet(part_file(lake, "raw_station_status", pkey(at)))
+
+
+def test_features_and_labels_land_per_partition_with_gaps_and_checks(
+    landed, home: Path, instance: dg.DagsterInstance
+) -> None:
+    lake = home / "lake"
+    # The recorder's bins in and around the range (from the raw partitions it landed).
+    bins = {
+        at
+        for at in (utc(2025, 9, 8, 14, 0) + i * STEP for i in range(18))
+        if raw_at(lake, at).height
+    }
+    assert utc(2025, 9, 8, 15, 15) not in bins  # a real recorder gap inside the range
+    assert utc(2025, 9, 8, 18, 0) not in bins  # and one 30 minutes after 17:30
+
+    by_asset: dict[str, dict[str, dict]] = {"station_features": {}, "stockout_labels": {}}
+    for event in landed.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        by_asset[mat.asset_key.path[-1]][str(mat.partition)] = {
+            k: getattr(v, "value", v) for k, v in mat.metadata.items()
+        }
+    assert sorted(by_asset["station_features"]) == KEYS
+    assert sorted(by_asset["stockout_labels"]) == KEYS
+    assert materializations(landed)  # the helper agrees there were materializations
+
+    for key in KEYS:
+        at = parse_key(key)
+        raw = raw_at(lake, at)
+        features = pl.read_parquet(part_file(lake, "station_features", key))
+        labels = pl.read_parquet(part_file(lake, "stockout_labels", key))
+        fmeta, lmeta = by_asset["station_features"][key], by_asset["stockout_labels"][key]
+        assert dict(features.schema) == feature_schema()
+        assert dict(labels.schema) == LABEL_SCHEMA
+        if at not in bins:
+            # a gap: an empty partition that says so, never a borrowed snapshot
+            assert features.is_empty() and labels.is_empty()
+            assert (fmeta["gap"], fmeta["rows"]) == (True, 0)
+            assert (lmeta["gap"], lmeta["rows"]) == (True, 0)
+            continue
+        assert features["snapshot_at"].unique().to_list() == [at]
+        assert features.height == raw.height == fmeta["rows"] and fmeta["gap"] is False
+        assert features.select(KEY).sort(KEY).equals(raw.select(KEY).sort(KEY))
+        matured = at + timedelta(minutes=30) in bins
+        assert lmeta["matured"] is matured and lmeta["gap"] is False
+        assert labels.height == lmeta["rows"]
+        if not matured:
+            assert labels.is_empty()
+            continue
+        future = raw_at(lake, at + timedelta(minutes=30))
+        want = raw.select("station_id").join(
+            future.select(
+                "station_id",
+                pl.col("bikes_available").alias("bikes_future"),
+                pl.col("docks_available").alias("docks_future"),
+            ),
+            on="station_id",
+        )
+        got = labels.select("station_id", "bikes_future", "docks_future")
+        assert got.sort("station_id").equals(want.sort("station_id"))
+        assert labels["stockout_bikes"].to_list() == (labels["bikes_future"] <= 2).to_list()
+
+    # Net flows across the 15:15 gap, checked against the raw partitions.
+    at = utc(2025, 9, 8, 15, 30)
+    features = pl.read_parquet(part_file(lake, "station_features", pkey(at)))
+    assert features["bikes_net_flow_15"].null_count() == features.height
+    want = raw_at(lake, at).join(
+        raw_at(lake, at - timedelta(minutes=30)), on="station_id", suffix="_then"
+    )
+    flows = features.join(
+        want.select(
+            "station_id",
+            (pl.col("bikes_available") - pl.col("bikes_available_then"))
+            .cast(pl.Float64)
+            .alias("want"),
+        ),
+        on="station_id",
+        how="left",
+    )
+    assert flows.height == features.height and flows["want"].null_count() < flows.height
+    assert flows["bikes_net_flow_30"].eq_missing(flows["want"]).all()
+    assert features["obs_15"].max() == 1  # only t itself in [15:15, 15:30]
+
+    # Check evaluations, stored per partition.
+    fchecks = check_evaluations(instance, FEATURES, ("null_budget", "no_look_ahead"))
+    lchecks = check_evaluations(instance, LABELS, ("label_maturity",))
+    with_data = [k for k in KEYS if parse_key(k) in bins]
+    assert {p for c, p in fchecks if c == "null_budget"} == set(with_data)
+    assert set(lchecks) == {("label_maturity", k) for k in with_data}
+    # The newest partition with data was recomputed from raw <= t alone: identical.
+    assert [p for c, p in fchecks if c == "no_look_ahead"] == [with_data[-1]]
+    assert fchecks[("no_look_ahead", with_data[-1])].passed is True
+    for key in with_data:
+        at = parse_key(key)
+        assert lchecks[("label_maturity", key)].passed is (at + timedelta(minutes=30) in bins)
+        # Window features are complete exactly when every lookback snapshot was recorded.
+        complete = all(at - timedelta(minutes=w) in bins for w in (15, 30, 60))
+        assert fchecks[("null_budget", key)].passed is complete, key
+    assert not lchecks[("label_maturity", "2025-09-08-17:30")].passed
+    over = fchecks[("null_budget", "2025-09-08-15:30")]
+    assert "bikes_net_flow_15" in (over.description or "")
