@@ -29,6 +29,13 @@ def build_resources(settings: Settings) -> dict[str, object]:
             "BIKESHARE_STORAGE_ROOT=s3://<bucket>/<prefix> (and BIKESHARE_S3_ENDPOINT_URL for a "
             "non-AWS endpoint)."
         )
+    if settings.deployment is not Deployment.LOCAL and settings.mlflow_tracking_uri.startswith(
+        "sqlite"
+    ):
+        raise ValueError(
+            f"BIKESHARE_DEPLOYMENT={settings.deployment} shares one model registry across hosts: set "
+            "MLFLOW_TRACKING_URI to the MLflow tracking server (a SQLite file is per machine)."
+        )
     lake = LakeStorage(root=settings.storage_root, s3_endpoint_url=settings.s3_endpoint_url)
     return {
         "lake": lake,
@@ -48,13 +55,6 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def build_endpoint(settings: Settings) -> ModelEndpoint:
-    if settings.endpoint_kind == "sagemaker" and not (
-        settings.sagemaker_image and settings.sagemaker_role_arn
-    ):
-        raise ValueError(
-            "BIKESHARE_ENDPOINT=sagemaker needs BIKESHARE_SAGEMAKER_IMAGE (an MLflow pyfunc serving "
-            "image) and BIKESHARE_SAGEMAKER_ROLE_ARN; see docs/cicd.md."
-        )
     return ModelEndpoint(
         kind=settings.endpoint_kind,
         request_timeout_s=settings.endpoint_timeout_s,

@@ -23,6 +23,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 PARTITION_COLUMN_METADATA = "partition_column"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class LakeStorage(dg.ConfigurableResource):
@@ -64,6 +66,8 @@ class LakeStorage(dg.ConfigurableResource):
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            # mkstemp makes 0600 files; lake files are shared (webserver, daemon, dashboard).
+            os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

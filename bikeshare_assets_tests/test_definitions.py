@@ -206,6 +206,7 @@ def test_staging_with_an_s3_root_builds_an_s3_lake(home: Path) -> None:
             BIKESHARE_SOURCE="replay",
             BIKESHARE_STORAGE_ROOT="s3://bucket/prefix",
             BIKESHARE_S3_ENDPOINT_URL="http://127.0.0.1:9",
+            MLFLOW_TRACKING_URI="http://127.0.0.1:9/mlflow",
         )
     )
     lake = build_resources(settings)["lake"]
@@ -213,6 +214,21 @@ def test_staging_with_an_s3_root_builds_an_s3_lake(home: Path) -> None:
     assert (lake.root, lake.s3_endpoint_url) == ("s3://bucket/prefix", "http://127.0.0.1:9")
     assert settings.quarantine_root == "s3://bucket/prefix/quarantine"
     assert graph(build_definitions(settings))[0] == EXPECTED_ASSET_KEYS
+    # Outside local the endpoint is SageMaker; its image and role are checked when deploying.
+    assert build_resources(settings)["endpoint"].kind == "sagemaker"
+
+
+def test_staging_needs_a_shared_mlflow(home: Path) -> None:
+    settings = get_settings(
+        env_for(
+            home,
+            BIKESHARE_DEPLOYMENT="staging",
+            BIKESHARE_SOURCE="replay",
+            BIKESHARE_STORAGE_ROOT="s3://bucket/prefix",
+        )
+    )
+    with pytest.raises(ValueError, match="MLFLOW_TRACKING_URI"):
+        build_resources(settings)
 
 
 def test_local_defaults(home: Path) -> None:

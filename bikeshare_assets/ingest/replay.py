@@ -107,9 +107,9 @@ class ReplaySource:
             .group_by("stationcode", maintain_order=True)
             .agg(
                 pl.col("name").drop_nulls().first(),
-                pl.col("lat").first(),
-                pl.col("lon").first(),
-                pl.col("capacity_bin").first(),
+                pl.col("lat").drop_nulls().first(),
+                pl.col("lon").drop_nulls().first(),
+                pl.col("capacity_bin").drop_nulls().first(),
             )
         )
         stations = [

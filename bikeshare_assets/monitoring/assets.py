@@ -6,15 +6,20 @@ import dagster as dg
 import polars as pl
 
 from bikeshare_assets.cities import City
+from bikeshare_assets.features.labels import LABEL_SCHEMA, TARGETS
 from bikeshare_assets.features.store import partition_keys_between, read_partitions
 from bikeshare_assets.ingest.contracts import RuleOutcome
 from bikeshare_assets.monitoring.quality import join_outcomes, quality_metrics
 from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
 from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.registry.gate import GateThresholds
+from bikeshare_assets.serving.predict import PREDICTION_SCHEMA
 from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage
 
 COVERAGE_MIN = 0.9
+# What join_outcomes returns; also the schema of an outcome partition with no matured label
+# yet (the IO manager splits the run's frame on snapshot_at, so it needs the columns).
+OUTCOME_SCHEMA = {**PREDICTION_SCHEMA, **{c: LABEL_SCHEMA[c] for c in ("label_at", *TARGETS)}}
 QUALITY_SCHEMA = {
     "day": pl.String(),
     "target": pl.String(),
@@ -92,7 +97,7 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
                     )
                 ]
         log_partition_checks(context, outcomes_key, results)
-        frame = outcomes if outcomes is not None else pl.DataFrame()
+        frame = outcomes if outcomes is not None else pl.DataFrame(schema=OUTCOME_SCHEMA)
         yield dg.Output(frame)
         yield from check_step_outputs(context, outcomes_key)
 

@@ -67,15 +67,20 @@ def score_on(name: str, version: str, rows: pl.DataFrame, target: str) -> float:
 
 
 def promote(client: MlflowClient, name: str, version: str) -> str | None:
-    """Move `champion` to `version`; returns the version it replaced."""
-    previous = alias_version(client, name, CHAMPION)
+    """Move `champion` to `version`; returns the version it replaced.
+
+    Versions are compared as strings: MLflow's SQL store hands back ints, callers (and the
+    CLI) pass strings, and "2" != 2 would record a version as its own previous champion."""
+    version = str(version)
+    current = alias_version(client, name, CHAMPION)
+    previous = str(current.version) if current is not None else None
     now = datetime.now(UTC).isoformat()
-    if previous is not None and previous.version != version:
-        client.set_model_version_tag(name, version, "previous_champion", previous.version)
-        client.set_model_version_tag(name, previous.version, "superseded_by", version)
+    if previous is not None and previous != version:
+        client.set_model_version_tag(name, version, "previous_champion", previous)
+        client.set_model_version_tag(name, previous, "superseded_by", version)
     client.set_model_version_tag(name, version, "promoted_at", now)
     client.set_registered_model_alias(name, CHAMPION, version)
-    return previous.version if previous is not None and previous.version != version else None
+    return previous if previous != version else None
 
 
 def rollback(client: MlflowClient, name: str, to_version: str | None = None) -> tuple[str, str]:
@@ -95,4 +100,4 @@ def rollback(client: MlflowClient, name: str, to_version: str | None = None) -> 
         name, current.version, "rolled_back_at", datetime.now(UTC).isoformat()
     )
     client.set_model_version_tag(name, target, "restored_from", current.version)
-    return current.version, target
+    return str(current.version), str(target)

@@ -74,13 +74,30 @@ def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:
         isinstance(p, dict) and set(required) <= set(p) for p in predictions
     ):
         raise EndpointError("malformed", f"predictions lack fields {required}: {predictions[0]!r}")
-    frame = (
-        pl.DataFrame(predictions, schema_overrides={"model_version": pl.String})
-        if predictions
-        else None
-    )
+    try:
+        frame = (
+            pl.DataFrame(predictions, schema_overrides={"model_version": pl.String})
+            if predictions
+            else None
+        )
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+        raise EndpointError(
+            "malformed", f"predictions are not a table ({exc}): {predictions[0]!r}"
+        ) from exc
     if frame is None:
         return pl.DataFrame(schema={c: pl.Float64 for c in required})
+    # Text or nested values would otherwise fail below with a polars error instead of an
+    # EndpointError, and the snapshot would not fall back.
+    non_numeric = [
+        c
+        for c in required[:-1]
+        if not (frame.schema[c].is_numeric() or frame.schema[c] in (pl.Boolean, pl.Null))
+    ]
+    if non_numeric:
+        raise EndpointError("malformed", f"non-numeric values in {non_numeric}: {predictions[0]!r}")
+    nulls = [c for c in required[len(TARGETS) :] if frame.get_column(c).null_count()]
+    if nulls:
+        raise EndpointError("malformed", f"null values in {nulls}: {predictions[0]!r}")
     probabilities = frame.select(pl.col(f"p_{t}") for t in TARGETS)
     if (
         probabilities.select(((pl.all() < 0) | (pl.all() > 1) | pl.all().is_null()).any())
@@ -128,6 +145,8 @@ class HttpTransport:
             raise EndpointError(
                 "unavailable", f"{self.url} refused or dropped the connection"
             ) from exc
+        except requests.RequestException as exc:  # e.g. the process died mid-answer
+            raise EndpointError("unavailable", f"{self.url} broke off its answer: {exc}") from exc
         if response.status_code != 200:
             raise EndpointError(
                 "error", f"{self.url} answered HTTP {response.status_code}: {response.text[:300]}"

@@ -79,6 +79,12 @@ class ModelEndpoint(dg.ConfigurableResource):
                 "model_version": state.model_version,
                 "sample_latency_ms": round(latency, 2),
             }
+        if not (self.image_uri and self.role_arn and self.bucket):
+            raise ValueError(
+                "a SageMaker endpoint needs BIKESHARE_SAGEMAKER_IMAGE (an MLflow pyfunc serving "
+                "image), BIKESHARE_SAGEMAKER_ROLE_ARN and a bucket (BIKESHARE_SAGEMAKER_BUCKET or an "
+                "s3:// BIKESHARE_STORAGE_ROOT); see docs/cicd.md."
+            )
         deployer = self.sagemaker(city)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))

@@ -19,6 +19,7 @@ from sklearn.metrics import (
     brier_score_loss,
     f1_score,
     fbeta_score,
+    precision_recall_curve,
     precision_score,
     recall_score,
     roc_auc_score,
@@ -120,14 +121,19 @@ def persistence_flags(frame: pl.DataFrame, target: str, threshold: int) -> np.nd
 
 
 def best_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """Decision threshold maximising F1 on validation; returns (threshold, F1)."""
-    candidates = np.unique(np.quantile(p, np.linspace(0.5, 0.999, 200)))
-    best = (0.5, -1.0)
-    for c in candidates:
-        score = f1_score(y, p >= c, zero_division=0)
-        if score > best[1]:
-            best = (float(c), float(score))
-    return best
+    """Decision threshold maximising F1 on validation; returns (threshold, F1).
+
+    Every distinct score is a candidate (flag p >= threshold); on ties the lowest wins."""
+    if not np.any(y):
+        return 0.5, 0.0  # nothing to find: every threshold scores F1 = 0
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    denominator = precision + recall
+    f1 = np.divide(
+        2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0
+    )
+    best = int(np.argmax(f1))
+    return float(thresholds[best]), float(f1[best])
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, flags: np.ndarray) -> dict[str, float]:
