@@ -35,6 +35,37 @@ EXPECTED_CHECK_KEYS = [
     "paris/raw_weather:plausible_ranges",
 ]
 
+# The feature, training and registry layers above it, snapshotted the same way.
+MODEL_LAYERS = ("station_features", "stockout_labels", "stockout_model", "registered_model_version")
+EXPECTED_MODEL_LAYER_ASSET_KEYS = [
+    "paris/registered_model_version",
+    "paris/station_features",
+    "paris/stockout_labels",
+    "paris/stockout_model",
+]
+EXPECTED_MODEL_LAYER_CHECK_KEYS = [
+    "paris/registered_model_version:promotion_gate_stockout_bikes",
+    "paris/registered_model_version:promotion_gate_stockout_docks",
+    "paris/station_features:no_look_ahead",
+    "paris/station_features:null_budget",
+    "paris/stockout_labels:label_maturity",
+    "paris/stockout_model:beats_persistence",
+    "paris/stockout_model:overfit_gap",
+]
+
+
+def layer_graph(defs: dg.Definitions, names=MODEL_LAYERS) -> tuple[list[str], list[str]]:
+    """Sorted asset keys and check keys ("asset:check") of the assets named in `names`."""
+    repo = defs.get_repository_def()
+    keys = [k for k in repo.asset_graph.get_all_asset_keys() if k.path[-1] in names]
+    assets = sorted(k.to_user_string() for k in keys)
+    checks = sorted(
+        f"{k.asset_key.to_user_string()}:{k.name}"
+        for k in repo.asset_graph.asset_check_keys
+        if k.asset_key in keys
+    )
+    return assets, checks
+
 
 def graph(defs: dg.Definitions, prefix: str = "raw_") -> tuple[list[str], list[str]]:
     """Sorted asset keys and check keys ("asset:check") of the assets named `prefix*`."""
@@ -83,6 +114,7 @@ def test_module_level_defs_load_in_process() -> None:
 
     dg.Definitions.validate_loadable(defs)
     assert graph(defs) == (EXPECTED_ASSET_KEYS, EXPECTED_CHECK_KEYS)
+    assert layer_graph(defs) == (EXPECTED_MODEL_LAYER_ASSET_KEYS, EXPECTED_MODEL_LAYER_CHECK_KEYS)
 
 
 def test_snapshot_of_asset_and_check_keys(home: Path) -> None:
@@ -98,6 +130,48 @@ def test_snapshot_of_asset_and_check_keys(home: Path) -> None:
             node = repo.asset_graph.get(key)
             assert isinstance(node.partitions_def, dg.TimeWindowPartitionsDefinition)
             assert node.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_snapshot_of_the_feature_training_and_registry_layers(home: Path) -> None:
+    defs = build_definitions(get_settings(env_for(home)))
+
+    assert layer_graph(defs) == (EXPECTED_MODEL_LAYER_ASSET_KEYS, EXPECTED_MODEL_LAYER_CHECK_KEYS)
+    repo = defs.get_repository_def()
+    node = {name: repo.asset_graph.get(dg.AssetKey(["paris", name])) for name in MODEL_LAYERS}
+    raw = {n: dg.AssetKey(["paris", n]) for n in ("raw_station_status", "raw_weather")}
+    info = dg.AssetKey(["paris", "raw_station_information"])
+    snapshots = repo.asset_graph.get(raw["raw_station_status"]).partitions_def
+    days = repo.asset_graph.get(info).partitions_def
+    # Features and labels live on the snapshot partitions, models and versions on days.
+    for name in ("station_features", "stockout_labels"):
+        assert node[name].partitions_def == snapshots
+        assert node[name].backfill_policy == dg.BackfillPolicy.single_run()
+    for name in ("stockout_model", "registered_model_version"):
+        assert node[name].partitions_def == days
+    # The lineage: raw -> features / labels -> model -> registered version.
+    assert node["station_features"].parent_keys == {*raw.values(), info}
+    assert node["stockout_labels"].parent_keys == {raw["raw_station_status"]}
+    assert node["stockout_model"].parent_keys == {
+        dg.AssetKey(["paris", "station_features"]),
+        dg.AssetKey(["paris", "stockout_labels"]),
+    }
+    assert node["registered_model_version"].parent_keys == {
+        dg.AssetKey(["paris", "stockout_model"])
+    }
+    # Checks are evaluated per partition; the promotion gate blocks what comes after it.
+    specs = {
+        f"{spec.asset_key.to_user_string()}:{spec.name}": spec
+        for name in MODEL_LAYERS
+        for spec in defs.resolve_assets_def(dg.AssetKey(["paris", name])).check_specs
+    }
+    assert sorted(specs) == EXPECTED_MODEL_LAYER_CHECK_KEYS
+    assert {k for k, spec in specs.items() if spec.blocking} == {
+        "paris/registered_model_version:promotion_gate_stockout_bikes",
+        "paris/registered_model_version:promotion_gate_stockout_docks",
+    }
+    for key, spec in specs.items():
+        asset = key.split(":")[0].split("/")[1]
+        assert spec.partitions_def == node[asset].partitions_def, key
 
 
 def test_every_city_gets_its_own_subgraph(home: Path, tmp_path: Path) -> None:
@@ -119,6 +193,12 @@ def test_every_city_gets_its_own_subgraph(home: Path, tmp_path: Path) -> None:
         [k.replace("paris/", f"{c}/") for c in ("lyon", "paris") for k in EXPECTED_ASSET_KEYS]
     )
     assert len(checks) == 2 * len(EXPECTED_CHECK_KEYS)
+    assert layer_graph(defs)[0] == sorted(
+        k.replace("paris/", f"{c}/")
+        for c in ("lyon", "paris")
+        for k in EXPECTED_MODEL_LAYER_ASSET_KEYS
+    )
+    assert len(layer_graph(defs)[1]) == 2 * len(EXPECTED_MODEL_LAYER_CHECK_KEYS)
     only = build_definitions(
         settings_for(home, cities, BIKESHARE_SOURCE="simulate", BIKESHARE_CITIES="lyon")
     )

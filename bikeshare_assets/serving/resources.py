@@ -107,8 +107,18 @@ class ModelEndpoint(dg.ConfigurableResource):
             state = self.local(city).live()
             return HttpTransport(state.url) if state else None
         import boto3
+        from botocore.config import Config
 
+        # The request budget applies to SageMaker too: botocore's defaults (60 s read
+        # timeout, retried) would hold a snapshot for minutes before it falls back.
         runtime = boto3.client(
-            "sagemaker-runtime", region_name=self.region, endpoint_url=self.sagemaker_endpoint_url
+            "sagemaker-runtime",
+            region_name=self.region,
+            endpoint_url=self.sagemaker_endpoint_url,
+            config=Config(
+                connect_timeout=self.request_timeout_s,
+                read_timeout=self.request_timeout_s,
+                retries={"mode": "standard", "total_max_attempts": 1},
+            ),
         )
         return SageMakerTransport(self.endpoint_name(city), runtime)

@@ -14,8 +14,11 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from bikeshare_assets.cities import SourceMode, load_cities
 from bikeshare_assets.features.compute import KEY, feature_schema
 from bikeshare_assets.features.labels import LABEL_SCHEMA
+from bikeshare_assets.features.store import partition_keys_between
+from bikeshare_assets.partitions import city_partitions
 from bikeshare_assets_tests.conftest import (
     DAY,
     build_defs,
@@ -184,3 +187,22 @@ def test_features_and_labels_land_per_partition_with_gaps_and_checks(
     assert not lchecks[("label_maturity", "2025-09-08-17:30")].passed
     over = fchecks[("null_budget", "2025-09-08-15:30")]
     assert "bikes_net_flow_15" in (over.description or "")
+
+
+def test_partition_keys_between_includes_the_partition_under_way() -> None:
+    """A run's reads are by time range: the day (or hour) already under way at the start of
+    the range is part of it; a partition that ends exactly at the start is not."""
+    parts = city_partitions(load_cities()["paris"], SourceMode.REPLAY)
+
+    assert partition_keys_between(parts.days, utc(2025, 9, 8, 14), utc(2025, 9, 8, 18)) == [DAY]
+    assert partition_keys_between(parts.days, utc(2025, 9, 8, 23), utc(2025, 9, 9, 0, 15)) == [
+        DAY,
+        "2025-09-09",
+    ]
+    assert partition_keys_between(parts.hours, utc(2025, 9, 8, 12, 5), utc(2025, 9, 8, 15, 10)) == [
+        f"2025-09-08-{h}:00" for h in (12, 13, 14, 15)
+    ]
+    assert partition_keys_between(parts.snapshots, utc(2025, 9, 8, 14), utc(2025, 9, 8, 15)) == [
+        f"2025-09-08-14:{m:02d}" for m in (0, 15, 30, 45)
+    ]
+    assert partition_keys_between(parts.days, utc(2025, 9, 8, 14), utc(2025, 9, 8, 14)) == []

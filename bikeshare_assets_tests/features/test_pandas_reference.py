@@ -87,7 +87,11 @@ def test_the_cases_exercise_the_edge_cases() -> None:
     assert 2 not in set(local_hours.to_list())
     holiday = simulated_inputs(**CASES["holiday, 10 min"])
     features = build_station_features(
-        holiday.status, holiday.information, holiday.weather, holiday.snapshot_times, holiday.context
+        holiday.status,
+        holiday.information,
+        holiday.weather,
+        holiday.snapshot_times,
+        holiday.context,
     )
     assert features.get_column("is_holiday").any()
     assert not features.get_column("is_holiday").all()

@@ -26,7 +26,7 @@ def status_frame(rows: Iterable[Sequence]) -> pl.DataFrame:
     records = []
     for row in rows:
         at, station, bikes, docks, *flags = row
-        renting, returning = (flags + [True, True])[:2] if flags else (True, True)
+        renting, returning = [*flags, True, True][:2]
         records.append(
             {
                 "snapshot_at": at,
