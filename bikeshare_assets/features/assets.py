@@ -95,7 +95,12 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
     labels_key = dg.AssetKey([prefix, "stockout_labels"])
     steps = int(LOOKBACK / parts.cadence)
     horizon_steps = int(HORIZON / parts.cadence)
-    context_ = FeatureContext(city.timezone, city.country, parts.cadence_minutes)
+    context_ = FeatureContext(
+        city.timezone,
+        city.country,
+        parts.cadence_minutes,
+        stockout_threshold=city.stockout_threshold,
+    )
     common: dict[str, Any] = {
         "group_name": f"{prefix}_features",
         "backfill_policy": dg.BackfillPolicy.single_run(),

@@ -81,6 +81,7 @@ class FeatureContext:
     country: str
     cadence_minutes: int
     neighbour_radius_m: float = NEIGHBOUR_RADIUS_M
+    stockout_threshold: int = 2  # what counts as an empty/full neighbour
 
 
 def _status_core(status: pl.DataFrame) -> pl.DataFrame:
@@ -176,7 +177,9 @@ def neighbour_edges(
     )
 
 
-def neighbour_features(current: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
+def neighbour_features(
+    current: pl.DataFrame, edges: pl.DataFrame, threshold: int = 2
+) -> pl.DataFrame:
     """Distance-weighted state of each station's neighbours at the same snapshot.
 
     One sparse matrix product per column (stations x stations weights times stations x
@@ -205,8 +208,8 @@ def neighbour_features(current: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFra
         base.join(index, on="station_id")
         .join(tindex, on="snapshot_at")
         .with_columns(
-            _empty=(pl.col("bikes_available") <= 2).cast(pl.Float64),
-            _full=(pl.col("docks_available") <= 2).cast(pl.Float64),
+            _empty=(pl.col("bikes_available") <= threshold).cast(pl.Float64),
+            _full=(pl.col("docks_available") <= threshold).cast(pl.Float64),
         )
     )
     e = edges.join(index, on="station_id").join(
@@ -324,7 +327,9 @@ def build_station_features(
         .then(pl.col("bikes_available") + pl.col("docks_available"))
         .otherwise(None)
     )
-    neighbours = _neighbours_by_day(current, information, context.neighbour_radius_m)
+    neighbours = _neighbours_by_day(
+        current, information, context.neighbour_radius_m, context.stockout_threshold
+    )
     out = current.join(neighbours, on=KEY, how="left")
     out = static_features(out, information)
     out = out.with_columns(
@@ -336,7 +341,7 @@ def build_station_features(
 
 
 def _neighbours_by_day(
-    current: pl.DataFrame, information: pl.DataFrame, radius_m: float
+    current: pl.DataFrame, information: pl.DataFrame, radius_m: float, threshold: int
 ) -> pl.DataFrame:
     """Neighbour features of each snapshot from the station list of its own (UTC) day, as
     static_features does: a later day's list (a station moved) must not reach earlier
@@ -345,7 +350,8 @@ def _neighbours_by_day(
     parts = []
     for (day,), group in days.partition_by("_day", as_dict=True).items():
         info = information.filter(pl.col("as_of_day") == day)
-        parts.append(neighbour_features(group.drop("_day"), neighbour_edges(info, radius_m)))
+        edges = neighbour_edges(info, radius_m)
+        parts.append(neighbour_features(group.drop("_day"), edges, threshold))
     return pl.concat(parts)
 
 

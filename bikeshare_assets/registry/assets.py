@@ -13,11 +13,11 @@ from bikeshare_assets.registry.gate import GateThresholds, evaluate_gate
 from bikeshare_assets.registry.registry import (
     CHAMPION,
     alias_version,
+    load_test_rows,
     promote,
     register_challenger,
     registered_model_name,
     score_on,
-    test_rows,
 )
 from bikeshare_assets.storage import LakeStorage
 from bikeshare_assets.training.reports import model_card
@@ -99,7 +99,7 @@ def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
                 {"day": model["day"], "dagster.run_id": context.run.run_id},
             )
             champion = alias_version(client, name, CHAMPION)
-            rows_for_gate = test_rows(model["mlflow_run_id"])
+            rows_for_gate = load_test_rows(model["mlflow_run_id"])
             champion_score = (
                 score_on(name, champion.version, rows_for_gate, target)
                 if champion is not None

@@ -44,7 +44,7 @@ def register_challenger(
     return version
 
 
-def test_rows(run_id: str) -> pl.DataFrame:
+def load_test_rows(run_id: str) -> pl.DataFrame:
     path = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="evaluation/test_rows.parquet"
     )

@@ -55,6 +55,7 @@ class TrainingConfig(dg.Config):
     validation_days: float = 1.5
     n_trials: int = 8
     seed: int = 42
+    num_threads: int = 0  # LightGBM threads; 0 = all cores
 
 
 def experiment_name(city: City) -> str:
@@ -132,7 +133,9 @@ def build_training_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
                 split,
                 target,
                 city.stockout_threshold,
-                TuningConfig(n_trials=config.n_trials, seed=config.seed),
+                TuningConfig(
+                    n_trials=config.n_trials, seed=config.seed, num_threads=config.num_threads
+                ),
             )
             run_id, model_uri = _log_to_mlflow(context, mlflow_tracking, city, split, trained)
             m = trained.metrics

@@ -205,6 +205,9 @@ def train_target(
         "deterministic": True,
         "num_threads": tuning.num_threads,
         "feature_pre_filter": False,
+        # More bikes now never raises P(no bikes) (docks alike), all else equal: the
+        # behaviour operators expect, and a guard against fitting noise in sparse regions.
+        "monotone_constraints": [-1 if c == TARGETS[target] else 0 for c in FEATURE_COLUMNS],
         "max_bin": 63,
     }
 

