@@ -20,10 +20,12 @@ from mlflow.tracking import MlflowClient
 from bikeshare_assets.features.compute import FEATURE_COLUMNS
 from bikeshare_assets.features.labels import TARGETS
 from bikeshare_assets.registry.registry import CHAMPION, alias_version, registered_model_name
-from bikeshare_assets.training.pyfunc import StockoutModel, write_model_artifacts
+from bikeshare_assets.training.pyfunc import (
+    StockoutModel,
+    log_stockout_model,
+    write_model_artifacts,
+)
 from bikeshare_assets.training.tracking import MlflowTracking
-
-PIP_REQUIREMENTS = ["lightgbm>=4.7", "pandas", "numpy", "mlflow>=3.17"]
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,7 @@ def build_serving_bundle(
         # request's budget. The model checks its own columns; the per-target registered models
         # keep their signatures and input examples.
         StockoutModel.from_artifacts(artifacts).predict(None, x)  # fail here, not in serving
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=StockoutModel(),
-            artifacts=artifacts,
-            pip_requirements=PIP_REQUIREMENTS,
-        )
+        info = log_stockout_model(artifacts)
         version = mlflow.register_model(
             info.model_uri,
             name,

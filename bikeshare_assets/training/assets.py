@@ -17,7 +17,11 @@ from bikeshare_assets.features.labels import TARGETS
 from bikeshare_assets.features.store import partition_keys_between, read_partitions
 from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.storage import LakeStorage
-from bikeshare_assets.training.pyfunc import StockoutModel, write_model_artifacts
+from bikeshare_assets.training.pyfunc import (
+    StockoutModel,
+    log_stockout_model,
+    write_model_artifacts,
+)
 from bikeshare_assets.training.reports import model_card, save_figures
 from bikeshare_assets.training.tracking import MlflowTracking
 from bikeshare_assets.training.train import (
@@ -255,14 +259,10 @@ def _log_to_mlflow(
             .with_columns(pl.all().cast(pl.Float64))
             .to_pandas()
         )
-        model = StockoutModel()
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=model,
-            artifacts=artifacts,
+        info = log_stockout_model(
+            artifacts,
             input_example=example,
             signature=infer_signature(example, _predict_example(artifacts, example)),
-            pip_requirements=["lightgbm>=4.7", "pandas", "numpy", "mlflow>=3.17"],
         )
         return run.info.run_id, info.model_uri
 

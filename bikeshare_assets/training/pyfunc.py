@@ -1,5 +1,10 @@
 """The MLflow model that is logged, registered and served: LightGBM boosters behind a pyfunc
-that returns probabilities (MLflow's own LightGBM flavour would return class labels)."""
+that returns probabilities (MLflow's own LightGBM flavour would return class labels).
+
+Logged as MLflow "model from code": this file travels with the model and imports nothing
+from bikeshare_assets, so a stock MLflow serving image (SageMaker) loads it with only
+lightgbm, pandas and numpy installed — no pickle of a class it cannot import.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from bikeshare_assets.features.compute import FEATURE_COLUMNS
+PIP_REQUIREMENTS = ["lightgbm>=4.7", "pandas", "numpy", "mlflow>=3.17"]
 
 
 class StockoutModel(mlflow.pyfunc.PythonModel):
@@ -66,6 +72,8 @@ def write_model_artifacts(
     model_version: str = "unregistered",
 ) -> dict[str, str]:
     """Files for `mlflow.pyfunc.log_model(artifacts=...)`."""
+    from bikeshare_assets.features.compute import FEATURE_COLUMNS  # not needed when serving
+
     directory.mkdir(parents=True, exist_ok=True)
     artifacts = {}
     for target, booster in boosters.items():
@@ -83,3 +91,17 @@ def write_model_artifacts(
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
     artifacts["meta"] = str(directory / "meta.json")
     return artifacts
+
+
+def log_stockout_model(artifacts: dict[str, str], **kwargs: Any):
+    """Log a StockoutModel from this file's code (see the module docstring)."""
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(__file__).resolve()),
+        artifacts=artifacts,
+        pip_requirements=PIP_REQUIREMENTS,
+        **kwargs,
+    )
+
+
+mlflow.models.set_model(StockoutModel())
