@@ -14,8 +14,9 @@ The semantics follow bikeshare_assets/features/compute.py line by line:
   two or more snapshots in the window;
 * `minutes_since_previous` is the gap to the station's previous snapshot, NaN over 60 min;
 * neighbours: the same BallTree/haversine edges within 500 m weighted 1 - d/radius (as a
-  pandas frame), and for each column the weighted mean over neighbours that reported a
-  value at the same snapshot. Like compute.py this is one product per column of the
+  pandas frame) from the station list of each snapshot's own UTC day, and for each column
+  the weighted mean over neighbours that reported a value at the same snapshot (empty /
+  full: at or below the city's stockout threshold). Like compute.py this is one product per column of the
   (sparse) station x station weights and a station x snapshot table — here the table
   comes from `DataFrame.pivot` — rather than a merge of every row with every neighbour,
   which would multiply 17 M rows by ~8 neighbours;
@@ -76,8 +77,20 @@ def build_station_features_pandas(
     total = current["bikes_available"] + current["docks_available"]
     current["utilisation"] = current["bikes_available"] / total.where(total > 0)
 
-    edges = neighbour_edges(information, context.neighbour_radius_m)
-    current = add_neighbour_features(current, edges)
+    # Neighbours from the station list of each snapshot's own UTC day, as compute.py does.
+    day = current["snapshot_at"].dt.floor("D")
+    info_day = information["as_of_day"].dt.tz_convert("UTC")
+    current = pd.concat(
+        [
+            add_neighbour_features(
+                group,
+                neighbour_edges(information[info_day == d], context.neighbour_radius_m),
+                context.stockout_threshold,
+            )
+            for d, group in current.groupby(day, sort=False)
+        ],
+        ignore_index=True,
+    )
     current = add_static_features(current, information)
     current["capacity"] = current["capacity"].fillna(
         current["bikes_available"] + current["docks_available"]
@@ -88,7 +101,7 @@ def build_station_features_pandas(
     return out.astype(
         {c: "int32" for c in INT32}
         | {c: "bool" for c in ("is_weekend", "is_holiday")}
-        | {"grid_cell": "int64"}
+        | {"grid_cell": "Int64"}  # null where t's day has no station list entry
     )
 
 
@@ -111,7 +124,7 @@ def add_rolling_features(hist: pd.DataFrame) -> pd.DataFrame:
     )
     by_station = moments.groupby("station_id", sort=True)
     now = hist[KEY]
-    state = hist[KEY + ["bikes_available", "docks_available"]].rename(
+    state = hist[[*KEY, "bikes_available", "docks_available"]].rename(
         columns={"bikes_available": "_b_past", "docks_available": "_d_past"}
     )
     new: dict[str, np.ndarray | pd.Series] = {}
@@ -149,6 +162,8 @@ def neighbour_edges(information: pd.DataFrame, radius_m: float) -> pd.DataFrame:
         .drop_duplicates("station_id")
         .sort_values("station_id", ignore_index=True)
     )
+    if stations.empty:
+        return pd.DataFrame({"station_id": [], "neighbour_id": [], "weight": []})
     coords = np.radians(stations[["lat", "lon"]].to_numpy())
     radius = radius_m / EARTH_RADIUS_M
     indices, distances = BallTree(coords, metric="haversine").query_radius(
@@ -165,13 +180,16 @@ def neighbour_edges(information: pd.DataFrame, radius_m: float) -> pd.DataFrame:
     return edges[edges["station_id"] != edges["neighbour_id"]].reset_index(drop=True)
 
 
-def add_neighbour_features(current: pd.DataFrame, edges: pd.DataFrame) -> pd.DataFrame:
-    """Distance-weighted mean of each column over the neighbours with a value at t."""
+def add_neighbour_features(
+    current: pd.DataFrame, edges: pd.DataFrame, threshold: int = 2
+) -> pd.DataFrame:
+    """Distance-weighted mean of each column over the neighbours with a value at t;
+    empty/full neighbours are those at or below the city's stockout threshold."""
     current = current.copy()
     current["_reported"] = 1.0
-    current["_empty"] = (current["bikes_available"] <= 2).astype("float64")
+    current["_empty"] = (current["bikes_available"] <= threshold).astype("float64")
     current["_empty"] = current["_empty"].where(current["bikes_available"].notna())
-    current["_full"] = (current["docks_available"] <= 2).astype("float64")
+    current["_full"] = (current["docks_available"] <= threshold).astype("float64")
     current["_full"] = current["_full"].where(current["docks_available"].notna())
     columns = {
         "nb_bikes_weighted": "bikes_available",
@@ -189,7 +207,10 @@ def add_neighbour_features(current: pd.DataFrame, edges: pd.DataFrame) -> pd.Dat
     weights = sp.csr_matrix(
         (
             edges["weight"].to_numpy(),
-            (stations.get_indexer(edges["station_id"]), stations.get_indexer(edges["neighbour_id"])),
+            (
+                stations.get_indexer(edges["station_id"]),
+                stations.get_indexer(edges["neighbour_id"]),
+            ),
         ),
         shape=(len(stations), len(stations)),
     )
@@ -321,7 +342,9 @@ def feature_differences(
             diff = np.abs(x[~nan] - y[~nan])
             worst = float(diff.max()) if diff.size else 0.0
             if worst > tolerance:
-                problems[c] = f"max |polars - pandas| = {worst:.3g} ({int((diff > tolerance).sum())} rows)"
+                problems[c] = (
+                    f"max |polars - pandas| = {worst:.3g} ({int((diff > tolerance).sum())} rows)"
+                )
         elif not a.equals(b):
             problems[c] = f"{int((a != b).sum())} values differ"
     return problems
@@ -395,5 +418,10 @@ def simulated_inputs(
         information=information,
         weather=system.hourly_weather(),
         snapshot_times=system.snapshot_times(),
-        context=FeatureContext(spec.timezone, spec.country, config.cadence_minutes),
+        context=FeatureContext(
+            spec.timezone,
+            spec.country,
+            config.cadence_minutes,
+            stockout_threshold=spec.stockout_threshold,
+        ),
     )

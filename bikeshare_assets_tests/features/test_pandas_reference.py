@@ -71,6 +71,69 @@ def test_pandas_reference_on_a_subset_of_snapshot_times() -> None:
     assert_same_features(expected, got, tolerance=1e-9)
 
 
+def _changed_lists(inputs, keep_days: int) -> pl.DataFrame:
+    """Day 0's station list as simulated; day 1's with one station moved ~1 km north, one
+    resized and three missing; no list at all for later days (up to `keep_days`)."""
+    days = inputs.information.get_column("as_of_day").unique().sort().to_list()
+    moved, resized = "sim-00001", "sim-00002"
+    lists = [
+        inputs.information.filter(pl.col("as_of_day") == days[0]),
+        inputs.information.filter(
+            (pl.col("as_of_day") == days[1])
+            & ~pl.col("station_id").is_in(["sim-00003", "sim-00004", "sim-00005"])
+        ).with_columns(
+            lat=pl.when(pl.col("station_id") == moved)
+            .then(pl.col("lat") + 0.01)
+            .otherwise(pl.col("lat")),
+            capacity=pl.when(pl.col("station_id") == resized)
+            .then(pl.col("capacity") + 5)
+            .otherwise(pl.col("capacity")),
+        ),
+    ]
+    return pl.concat(lists[:keep_days])
+
+
+def _compare(inputs, information: pl.DataFrame) -> pl.DataFrame:
+    expected = build_station_features(
+        inputs.status, information, inputs.weather, inputs.snapshot_times, inputs.context
+    )
+    status, _, weather = inputs.as_pandas()
+    got = build_station_features_pandas(
+        status, information.to_pandas(), weather, inputs.snapshot_times, inputs.context
+    )
+    assert_same_features(expected, got, tolerance=1e-9)
+    return expected
+
+
+def test_pandas_reference_when_the_station_list_changes() -> None:
+    """Static and neighbour features come from each snapshot's own day's station list."""
+    inputs = simulated_inputs(stations=40, days=2, radius_km=1.5)
+    features = _compare(inputs, _changed_lists(inputs, keep_days=2))
+    day1 = features.filter(
+        pl.col("snapshot_at") >= inputs.snapshot_times[-1].replace(hour=0, minute=0)
+    )
+    assert day1.filter(pl.col("station_id") == "sim-00003").get_column("lat").is_null().all()
+
+
+def test_pandas_reference_for_a_day_without_station_list() -> None:
+    inputs = simulated_inputs(stations=40, days=1, radius_km=1.5)
+    features = _compare(inputs, inputs.information.clear())
+    assert features.get_column("nb_weight").is_null().all()
+    assert features.get_column("lat").is_null().all()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pl.exceptions.ShapeError,
+    reason="compute._neighbours_by_day concatenates a day without station list (columns "
+    "[*columns, nb_weight]) with a day with one (nb_weight first): ShapeError. Remove this "
+    "marker once build_station_features handles it.",
+)
+def test_pandas_reference_when_a_later_day_has_no_station_list() -> None:
+    inputs = simulated_inputs(stations=40, days=3, radius_km=1.5)
+    _compare(inputs, _changed_lists(inputs, keep_days=2))
+
+
 def test_the_cases_exercise_the_edge_cases() -> None:
     """Guard against a comparison that passes because the interesting values are absent."""
     dense = simulated_inputs(**CASES["dense, gappy, 15 min, DST"])
