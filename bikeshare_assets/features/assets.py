@@ -3,6 +3,7 @@ the pure functions in compute.py and labels.py."""
 
 import time
 from datetime import timedelta
+from itertools import groupby
 from typing import Any
 
 import dagster as dg
@@ -20,6 +21,8 @@ from bikeshare_assets.features.compute import (
 from bikeshare_assets.features.labels import HORIZON, LABEL_SCHEMA, build_labels
 from bikeshare_assets.features.store import partition_keys_between, read_partitions
 from bikeshare_assets.ingest.contracts import RuleOutcome
+from bikeshare_assets.ingest.gbfs import INFORMATION_SCHEMA, empty_frame
+from bikeshare_assets.ingest.sources import WEATHER_SCHEMA
 from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
 from bikeshare_assets.partitions import SAME_DAY, CityPartitions
 from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage, MissingPartitionError
@@ -110,6 +113,21 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         "metadata": {PARTITION_COLUMN_METADATA: "snapshot_at"},
     }
 
+    def _feature_inputs(lake: LakeStorage, windows: list[tuple[str, dg.TimeWindow]]):
+        """Raw status (with the lookback), station lists and weather hours for `windows`."""
+        history = read_status_history(lake, status_key, parts, windows, LOOKBACK, timedelta(0))
+        first, last = windows[0][1].start, windows[-1][1].end
+        days = partition_keys_between(parts.days, first - LOOKBACK, last)
+        information, _ = read_partitions(lake, info_key, days, missing_ok=True)
+        hours = partition_keys_between(parts.hours, first - WEATHER_TOLERANCE, last)
+        weather, _ = read_partitions(lake, weather_key, hours, missing_ok=True)
+        # No station list or no weather yet: typed empty frames, so features are null, not an error.
+        if information.width == 0:
+            information = empty_frame(INFORMATION_SCHEMA)
+        if weather.width == 0:
+            weather = pl.DataFrame(schema=WEATHER_SCHEMA)
+        return history, information, weather
+
     @dg.asset(
         key=features_key,
         partitions_def=parts.snapshots,
@@ -143,17 +161,21 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
     def station_features(context: dg.AssetExecutionContext, lake: LakeStorage):
         started = time.perf_counter()
         windows = _windows(context)
-        history = read_status_history(lake, status_key, parts, windows, LOOKBACK, timedelta(0))
-        first, last = windows[0][1].start, windows[-1][1].end
-        days = partition_keys_between(parts.days, first - LOOKBACK, last)
-        information, _ = read_partitions(lake, info_key, days, missing_ok=True)
-        hours = partition_keys_between(parts.hours, first - WEATHER_TOLERANCE, last)
-        weather, _ = read_partitions(lake, weather_key, hours, missing_ok=True)
-        times = [w.start for _, w in windows]
-        if history.height == 0:
-            features = empty_features()
-        else:
-            features = build_station_features(history, information, weather, times, context_)
+        # A long single-run backfill is computed one UTC day at a time: the same result (each
+        # day reads its own 60-minute lookback) with memory bounded by a day, not the range.
+        days = [list(group) for _, group in groupby(windows, key=lambda kw: kw[1].start.date())]
+        frames, inputs = [], None
+        for i, day_windows in enumerate(days):
+            inputs = _feature_inputs(lake, day_windows)
+            history, information, weather = inputs
+            times = [w.start for _, w in day_windows]
+            if history.height:
+                frames.append(
+                    build_station_features(history, information, weather, times, context_)
+                )
+            if len(days) > 3:
+                context.log.info(f"{prefix}/station_features: day {i + 1}/{len(days)}")
+        features = pl.concat(frames) if frames else empty_features()
         by_time = features.partition_by("snapshot_at", as_dict=True) if features.height else {}
         outcomes: dict[str, list[RuleOutcome]] = {}
         for key, window in windows:
@@ -168,6 +190,7 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                 if key in outcomes:
                     newest_key, newest = key, window
                     break
+            history, information, weather = inputs  # type: ignore[misc]  # the newest day's
             outcomes[newest_key].append(
                 _look_ahead_outcome(history, information, weather, newest.start, features, context_)
             )

@@ -122,13 +122,6 @@ def test_pandas_reference_for_a_day_without_station_list() -> None:
     assert features.get_column("lat").is_null().all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pl.exceptions.ShapeError,
-    reason="compute._neighbours_by_day concatenates a day without station list (columns "
-    "[*columns, nb_weight]) with a day with one (nb_weight first): ShapeError. Remove this "
-    "marker once build_station_features handles it.",
-)
 def test_pandas_reference_when_a_later_day_has_no_station_list() -> None:
     inputs = simulated_inputs(stations=40, days=3, radius_km=1.5)
     _compare(inputs, _changed_lists(inputs, keep_days=2))
