@@ -297,6 +297,8 @@ def test_raw_assets_materialize_to_s3(
         BIKESHARE_SOURCE="replay",
         BIKESHARE_STORAGE_ROOT=f"s3://{moto_s3.bucket}/lake",
         BIKESHARE_S3_ENDPOINT_URL=moto_s3.endpoint_url,
+        # staging refuses a per-machine SQLite registry; the raw layer never calls MLflow
+        MLFLOW_TRACKING_URI="http://127.0.0.1:9/mlflow",
     )
     defs = build_defs(settings)
 

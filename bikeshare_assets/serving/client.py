@@ -49,7 +49,7 @@ def request_body(features: pl.DataFrame) -> tuple[str, bytes]:
     inputs = features.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS)
     if inputs.height >= PARQUET_FROM_ROWS:
         buf = io.BytesIO()
-        inputs.to_pandas().to_parquet(buf, index=False, compression=None)
+        inputs.write_parquet(buf, compression="uncompressed", statistics=False)
         return PARQUET, buf.getvalue()
     data = [[None if (v is None or math.isnan(v)) else v for v in row] for row in inputs.rows()]
     return JSON, json.dumps(
@@ -63,29 +63,18 @@ def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EndpointError("malformed", f"response is not JSON ({exc}): {body[:200]!r}") from exc
     predictions = doc.get("predictions") if isinstance(doc, dict) else None
-    if not isinstance(predictions, list):
-        raise EndpointError("malformed", f"response has no `predictions` list: {body[:200]!r}")
-    if len(predictions) != expected_rows:
-        raise EndpointError(
-            "malformed", f"{len(predictions)} predictions for {expected_rows} rows sent"
-        )
     required = [f"p_{t}" for t in TARGETS] + [f"flag_{t}" for t in TARGETS] + ["model_version"]
-    if predictions and not all(
-        isinstance(p, dict) and set(required) <= set(p) for p in predictions
-    ):
-        raise EndpointError("malformed", f"predictions lack fields {required}: {predictions[0]!r}")
-    try:
-        frame = (
-            pl.DataFrame(predictions, schema_overrides={"model_version": pl.String})
-            if predictions
-            else None
-        )
-    except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+    if isinstance(predictions, dict):
+        frame = _columnar_frame(predictions, required, expected_rows)
+    elif isinstance(predictions, list):
+        frame = _records_frame(predictions, required, expected_rows)
+    else:
         raise EndpointError(
-            "malformed", f"predictions are not a table ({exc}): {predictions[0]!r}"
-        ) from exc
+            "malformed", f"response has no `predictions` list or table: {body[:200]!r}"
+        )
     if frame is None:
         return pl.DataFrame(schema={c: pl.Float64 for c in required})
+    example = frame.head(1).to_dicts()
     # Text or nested values would otherwise fail below with a polars error instead of an
     # EndpointError, and the snapshot would not fall back.
     non_numeric = [
@@ -94,10 +83,10 @@ def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:
         if not (frame.schema[c].is_numeric() or frame.schema[c] in (pl.Boolean, pl.Null))
     ]
     if non_numeric:
-        raise EndpointError("malformed", f"non-numeric values in {non_numeric}: {predictions[0]!r}")
+        raise EndpointError("malformed", f"non-numeric values in {non_numeric}: {example!r}")
     nulls = [c for c in required[len(TARGETS) :] if frame.get_column(c).null_count()]
     if nulls:
-        raise EndpointError("malformed", f"null values in {nulls}: {predictions[0]!r}")
+        raise EndpointError("malformed", f"null values in {nulls}: {example!r}")
     probabilities = frame.select(pl.col(f"p_{t}") for t in TARGETS)
     if (
         probabilities.select(((pl.all() < 0) | (pl.all() > 1) | pl.all().is_null()).any())
@@ -110,6 +99,53 @@ def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:
         *[pl.col(f"flag_{t}").cast(pl.Boolean) for t in TARGETS],
         pl.col("model_version").cast(pl.String),
     )
+
+
+def _columnar_frame(
+    predictions: dict, required: list[str], expected_rows: int
+) -> pl.DataFrame | None:
+    """The StockoutModel's own answer: one list per output, `model_version` once."""
+    missing = [c for c in required if c not in predictions]
+    if missing:
+        raise EndpointError("malformed", f"predictions lack fields {missing}")
+    columns = {c: predictions[c] for c in required[:-1]}
+    bad = [c for c, v in columns.items() if not isinstance(v, list) or len(v) != expected_rows]
+    if bad:
+        raise EndpointError(
+            "malformed", f"{bad} are not lists of {expected_rows} values (one per row sent)"
+        )
+    version = predictions["model_version"]
+    if not isinstance(version, str) or not version:
+        raise EndpointError("malformed", f"model_version is not a name: {version!r}")
+    if expected_rows == 0:
+        return None
+    try:
+        frame = pl.DataFrame(columns, strict=False)
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+        raise EndpointError("malformed", f"predictions are not a table ({exc})") from exc
+    return frame.with_columns(model_version=pl.lit(version, pl.String))
+
+
+def _records_frame(
+    predictions: list, required: list[str], expected_rows: int
+) -> pl.DataFrame | None:
+    """One dict per row (MLflow's answer for a model returning a DataFrame)."""
+    if len(predictions) != expected_rows:
+        raise EndpointError(
+            "malformed", f"{len(predictions)} predictions for {expected_rows} rows sent"
+        )
+    if predictions and not all(
+        isinstance(p, dict) and set(required) <= set(p) for p in predictions
+    ):
+        raise EndpointError("malformed", f"predictions lack fields {required}: {predictions[0]!r}")
+    if not predictions:
+        return None
+    try:
+        return pl.DataFrame(predictions, schema_overrides={"model_version": pl.String})
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+        raise EndpointError(
+            "malformed", f"predictions are not a table ({exc}): {predictions[0]!r}"
+        ) from exc
 
 
 class Transport(Protocol):

@@ -47,9 +47,9 @@ class StockoutModel(mlflow.pyfunc.PythonModel):
             for target in meta["targets"]
         }
 
-    def predict(
-        self, context, model_input: pd.DataFrame, params: dict | None = None
-    ) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> dict:
+        """A columnar answer: one list per output and `model_version` once. Records (one
+        dict per station) cost the scoring server ~13 ms of JSON per full-city batch."""
         missing = [c for c in self.features if c not in model_input.columns]
         if missing:
             raise ValueError(f"model input lacks feature column(s) {missing}")
@@ -57,12 +57,15 @@ class StockoutModel(mlflow.pyfunc.PythonModel):
         x = np.ascontiguousarray(model_input[self.features].to_numpy(dtype=np.float64))
         out: dict[str, Any] = {}
         for target, booster in self.boosters.items():
-            p = booster.predict(x, num_iteration=self.meta["best_iteration"].get(target))
-            out[f"p_{target}"] = p
-            out[f"flag_{target}"] = (p >= self.meta["thresholds"][target]).astype(np.int8)
-        frame = pd.DataFrame(out)
-        frame["model_version"] = self.meta.get("model_version", "unregistered")
-        return frame
+            # One thread: requests are small and concurrent; OpenMP threads only add a
+            # contention tail (a one-row predict took 16 ms instead of 0.05 ms under load).
+            p = booster.predict(
+                x, num_iteration=self.meta["best_iteration"].get(target), num_threads=1
+            )
+            out[f"p_{target}"] = p.tolist()
+            out[f"flag_{target}"] = (p >= self.meta["thresholds"][target]).astype(int).tolist()
+        out["model_version"] = self.meta.get("model_version", "unregistered")
+        return out
 
 
 def write_model_artifacts(

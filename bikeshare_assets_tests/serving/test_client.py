@@ -50,6 +50,14 @@ def body(predictions) -> bytes:
     return json.dumps({"predictions": predictions}).encode()
 
 
+def columnar(n: int, **override) -> dict:
+    """The StockoutModel's own answer shape: one list per output, model_version once."""
+    table = {k: [v] * n for k, v in rows(1)[0].items() if k != "model_version"}
+    table["model_version"] = rows(1)[0]["model_version"]
+    table.update(override)
+    return table
+
+
 # --------------------------------------------------------------------------------------
 # what is sent, and a good answer
 
@@ -136,6 +144,22 @@ MALFORMED = {
     "null model_version": (
         lambda n: body(rows(n, model_version=None)),
         "null values in ['model_version']",
+    ),
+    "table one row short": (
+        lambda n: body(columnar(n, p_stockout_bikes=[0.5] * (n - 1))),
+        "are not lists of",
+    ),
+    "table without model_version": (
+        lambda n: body({k: v for k, v in columnar(n).items() if k != "model_version"}),
+        "lack fields",
+    ),
+    "table with a list as model_version": (
+        lambda n: body(columnar(n, model_version=["v1"] * n)),
+        "model_version is not a name",
+    ),
+    "table probability above 1": (
+        lambda n: body(columnar(n, p_stockout_docks=[1.5] * n)),
+        "outside [0, 1]",
     ),
 }
 

@@ -177,7 +177,10 @@ def reference_predictions(
     champions.activate()
     model = mlflow.pyfunc.load_model(bundle.model_uri)
     x = features.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).to_pandas()
-    return pl.from_pandas(model.predict(x))
+    answer = model.predict(x)  # columnar: one list per output, model_version once
+    return pl.DataFrame({k: v for k, v in answer.items() if k != "model_version"}).with_columns(
+        model_version=pl.lit(answer["model_version"])
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -223,7 +226,7 @@ def test_endpoint_answers_ping_batch_and_single_station(serving: Serving) -> Non
         timeout=10,
     )
     assert response.status_code == 200
-    assert response.json()["predictions"][0]["model_version"] == bundle.label
+    assert response.json()["predictions"]["model_version"] == bundle.label
 
 
 def test_predictions_asset_scores_every_station_with_the_model(

@@ -57,25 +57,27 @@ def test_pyfunc_saved_and_loaded_by_mlflow_returns_probabilities_flags_and_versi
 
     out = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(model_input(rows))
 
-    assert list(out.columns) == [
+    # Columnar: one list per output, model_version once (compact on the wire).
+    assert list(out) == [
         "p_stockout_bikes",
         "flag_stockout_bikes",
         "p_stockout_docks",
         "flag_stockout_docks",
         "model_version",
     ]
-    assert len(out) == rows.height
-    assert set(out["model_version"]) == {"7"}
+    assert all(len(out[c]) == rows.height for c in out if c != "model_version")
+    assert out["model_version"] == "7"
     x = matrix(rows)
     for target, model in models.items():
-        p = out[f"p_{target}"].to_numpy()
+        p = np.asarray(out[f"p_{target}"])
         assert ((p >= 0) & (p <= 1)).all()
         assert 0 < p.min() < p.max() < 1  # probabilities, not class labels
         # the saved booster stops at the best iteration, like the one evaluated in training
         expected = model.booster.predict(x, num_iteration=model.booster.best_iteration)
         assert np.allclose(p, expected, rtol=0, atol=1e-12)
-        assert (out[f"flag_{target}"].to_numpy() == (p >= model.threshold)).all()
-        assert 0 < out[f"flag_{target}"].sum() < len(out)
+        flags = np.asarray(out[f"flag_{target}"])
+        assert (flags == (p >= model.threshold)).all()
+        assert 0 < flags.sum() < len(flags)
 
 
 def test_pyfunc_refuses_input_without_its_features(
@@ -84,7 +86,9 @@ def test_pyfunc_refuses_input_without_its_features(
     model = StockoutModel.from_artifacts(artifacts(tmp_path, models))
     rows = model_input(simulated_split(SPLIT_A).test.head(3))
 
-    assert set(model.predict(None, rows)["model_version"]) == {"unregistered"}
+    answer = model.predict(None, rows)
+    assert answer["model_version"] == "unregistered"
+    assert all(len(answer[c]) == len(rows) for c in answer if c != "model_version")
     with pytest.raises(ValueError, match=r"lacks feature column\(s\) \['nb_weight'\]"):
         model.predict(None, rows.drop(columns=["nb_weight"]))
 
@@ -98,7 +102,7 @@ def sweep(model: StockoutModel, rows: pl.DataFrame, column: str, values) -> np.n
     for v in values:
         frame = base.copy()
         frame[column] = float(v)
-        out.append(model.predict(None, frame)[f"p_{target}"].to_numpy())
+        out.append(np.asarray(model.predict(None, frame)[f"p_{target}"]))
     return np.array(out)
 
 
