@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from bikeshare_assets.cities import SourceMode, load_cities
+from bikeshare_assets.features.assets import NULL_BUDGETS, gap_excused, null_budget_outcome
 from bikeshare_assets.features.compute import KEY, feature_schema
 from bikeshare_assets.features.labels import LABEL_SCHEMA
 from bikeshare_assets.features.store import partition_keys_between
@@ -181,12 +182,38 @@ def test_features_and_labels_land_per_partition_with_gaps_and_checks(
     for key in with_data:
         at = parse_key(key)
         assert lchecks[("label_maturity", key)].passed is (at + timedelta(minutes=30) in bins)
-        # Window features are complete exactly when every lookback snapshot was recorded.
-        complete = all(at - timedelta(minutes=w) in bins for w in (15, 30, 60))
-        assert fchecks[("null_budget", key)].passed is complete, key
+        # Nulls the recorder's gaps explain are excused, never held against the budget:
+        # exactly the net flows whose t - w snapshot was not recorded.
+        evaluation = fchecks[("null_budget", key)]
+        assert evaluation.passed is True, (key, evaluation.description)
+        excused = evaluation.metadata["excused_by_gaps"].value
+        for w in (15, 30, 60):
+            assert (f"bikes_net_flow_{w}" in excused) is (at - timedelta(minutes=w) not in bins)
     assert not lchecks[("label_maturity", "2025-09-08-17:30")].passed
-    over = fchecks[("null_budget", "2025-09-08-15:30")]
-    assert "bikes_net_flow_15" in (over.description or "")
+    after_gap = fchecks[("null_budget", "2025-09-08-15:30")]
+    assert "bikes_net_flow_15" in after_gap.metadata["excused_by_gaps"].value
+
+
+def test_null_budget_fails_on_nulls_no_gap_explains() -> None:
+    """Stations missing from a recorded t - 15 snapshot are within budget up to 35%; a
+    missing location (no station list) is never excused."""
+    at = utc(2025, 9, 8, 15, 30)
+    recorded = {at - timedelta(minutes=m) for m in (0, 15, 30, 45, 60)}
+    features = pl.DataFrame({c: [1.0] * 10 for c in NULL_BUDGETS}).with_columns(
+        bikes_net_flow_15=pl.Series([None] * 3 + [1.0] * 7, dtype=pl.Float64)
+    )
+    assert null_budget_outcome(features, gap_excused(at, recorded)).passed is True
+    many = features.with_columns(
+        bikes_net_flow_15=pl.Series([None] * 5 + [1.0] * 5, dtype=pl.Float64)
+    )
+    outcome = null_budget_outcome(many, gap_excused(at, recorded))
+    assert outcome.passed is False and "bikes_net_flow_15" in outcome.description
+    # the same nulls right after a recorder gap at t - 15: excused
+    assert null_budget_outcome(
+        many, gap_excused(at, recorded - {at - timedelta(minutes=15)})
+    ).passed
+    no_location = features.with_columns(lat=pl.Series([None] * 10, dtype=pl.Float64))
+    assert null_budget_outcome(no_location, gap_excused(at, set())).passed is False
 
 
 def test_partition_keys_between_includes_the_partition_under_way() -> None:
