@@ -480,11 +480,36 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = get_settings()
     client = MlflowTracking(tracking_uri=settings.mlflow_tracking_uri).client()
     name = registered_model_name(args.city, args.target)
-    before, after = rollback(client, name, args.to_version)
+    try:
+        before, after = rollback(client, name, args.to_version)
+    except (ValueError, Exception) as exc:
+        print(f"cannot roll back {name}: {exc}", file=sys.stderr)
+        return 1
     print(
         f"{name}: champion moved from v{before} back to v{after}. Redeploy: `bikeshare serve` or "
         f"materialize {args.city}/model_endpoint."
     )
+    return 0
+
+
+def cmd_endpoint_rollback(args: argparse.Namespace) -> int:
+    """SageMaker: back to the endpoint config that was live before (one update_endpoint)."""
+    from bikeshare_assets.definitions import build_endpoint
+
+    endpoint = build_endpoint(get_settings())
+    if endpoint.kind != "sagemaker":
+        print(
+            "The local endpoint serves the registry's champions: run `bikeshare rollback` for "
+            "the model, then `bikeshare serve` (or materialize <city>/model_endpoint).",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        before, after = endpoint.sagemaker(args.city).rollback()
+    except ValueError as exc:
+        print(f"cannot roll back: {exc}", file=sys.stderr)
+        return 1
+    print(f"{endpoint.endpoint_name(args.city)}: endpoint config {before} -> {after}")
     return 0
 
 
@@ -514,6 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rollback.add_argument("--target", required=True, choices=["stockout_bikes", "stockout_docks"])
     rollback.add_argument("--to-version", default=None, help="a specific registered version")
     rollback.set_defaults(func=cmd_rollback)
+    endpoint_rollback = sub.add_parser(
+        "endpoint-rollback", help="SageMaker: put the previous endpoint config back"
+    )
+    endpoint_rollback.add_argument("--city", required=True)
+    endpoint_rollback.set_defaults(func=cmd_endpoint_rollback)
     sub.add_parser("env", help="list the environment variables and their values").set_defaults(
         func=cmd_env
     )

@@ -66,6 +66,7 @@ def build_endpoint(settings: Settings) -> ModelEndpoint:
         bucket=settings.sagemaker_bucket,
         image_uri=settings.sagemaker_image,
         role_arn=settings.sagemaker_role_arn,
+        canary_weight=settings.sagemaker_canary_weight,
     )
 
 

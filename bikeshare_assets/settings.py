@@ -50,6 +50,11 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("BIKESHARE_SAGEMAKER_ROLE_ARN", "", "execution role of the SageMaker model"),
     ("BIKESHARE_SAGEMAKER_BUCKET", "", "bucket for model.tar.gz (defaults to the lake's)"),
     ("BIKESHARE_SAGEMAKER_ENDPOINT_URL", "(AWS)", "SageMaker API endpoint, e.g. a moto server"),
+    (
+        "BIKESHARE_SAGEMAKER_CANARY_WEIGHT",
+        "0",
+        "share of traffic a new bundle gets beside the live one",
+    ),
     ("AWS_DEFAULT_REGION", "eu-west-3", "AWS region for S3 and SageMaker"),
     ("DAGSTER_HOME", "$BIKESHARE_HOME/dagster_home", "Dagster instance (SQLite locally)"),
 )
@@ -76,6 +81,7 @@ class Settings:
     sagemaker_role_arn: str
     sagemaker_bucket: str
     sagemaker_endpoint_url: str | None
+    sagemaker_canary_weight: float
     aws_region: str
 
     @property
@@ -154,6 +160,7 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sagemaker_bucket=env.get("BIKESHARE_SAGEMAKER_BUCKET")
         or (storage_root[len("s3://") :].split("/")[0] if storage_root.startswith("s3://") else ""),
         sagemaker_endpoint_url=env.get("BIKESHARE_SAGEMAKER_ENDPOINT_URL") or None,
+        sagemaker_canary_weight=float(env.get("BIKESHARE_SAGEMAKER_CANARY_WEIGHT", "0")),
         aws_region=env.get("AWS_DEFAULT_REGION", "eu-west-3"),
     )
 

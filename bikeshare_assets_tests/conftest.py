@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from bikeshare_assets.cities import PARTITION_FMT
 from bikeshare_assets.definitions import build_definitions
 from bikeshare_assets.settings import Settings, get_settings
 from bikeshare_assets.storage import LakeStorage
+from bikeshare_assets_tests.support.processes import server_process
 
 REPO = Path(__file__).resolve().parents[1]
 PARIS_DATA = REPO / "bikeshare_assets" / "data" / "paris-velib-2025-09"
@@ -271,32 +270,9 @@ def free_port() -> int:
 def moto_endpoint() -> Iterator[str]:
     """moto's S3 server (the `moto_server` executable) on a free 127.0.0.1 port."""
     port = free_port()
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start within 30 s") from None
-                time.sleep(0.05)
+    command = [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with server_process(command, port) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass(frozen=True)

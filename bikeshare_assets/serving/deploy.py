@@ -323,6 +323,37 @@ class SageMakerDeployer:
             "variants": variants,
         }
 
+    def live_champion_model(self) -> str | None:
+        """The model behind the `champion` variant of the live config (None: no endpoint)."""
+        current = self.current_config()
+        if current is None:
+            return None
+        variants = self.sm.describe_endpoint_config(EndpointConfigName=current)[
+            "ProductionVariants"
+        ]
+        return next((v["ModelName"] for v in variants if v["VariantName"] == "champion"), None)
+
+    def wait_in_service(self, timeout_s: float = 1800.0, poll_s: float = 15.0) -> str:
+        """Block until the endpoint is InService (a real update takes minutes); a Failed
+        endpoint is an error naming SageMaker's reason."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = self.sm.describe_endpoint(EndpointName=self.endpoint_name)
+            status = described["EndpointStatus"]
+            if status == "InService":
+                return status
+            if status in ("Failed", "OutOfService"):
+                raise DeploymentRefused(
+                    f"SageMaker endpoint {self.endpoint_name} is {status}: "
+                    f"{described.get('FailureReason', 'no reason given')}. Roll back with "
+                    "`bikeshare endpoint-rollback --city <city>`."
+                )
+            if time.monotonic() > deadline:
+                raise DeploymentRefused(
+                    f"SageMaker endpoint {self.endpoint_name} still {status} after {timeout_s:.0f}s"
+                )
+            time.sleep(poll_s)
+
     def rollback(self) -> tuple[str, str]:
         """Back to the endpoint config that was live before the current one."""
         current = self.current_config()

@@ -91,7 +91,14 @@ class ModelEndpoint(dg.ConfigurableResource):
             model_dir = next(local.rglob("MLmodel")).parent
             data_url = deployer.upload_model(model_dir, model_version)
         model_name = deployer.create_model(model_version, data_url)
-        result = deployer.deploy(model_name)
+        live = deployer.live_champion_model()
+        if self.canary_weight > 0 and live is not None and live != model_name:
+            # Canary: the new bundle takes `canary_weight` of the traffic beside the live one;
+            # a later deploy with canary_weight=0 makes it the only variant.
+            result = deployer.deploy(live, model_name, self.canary_weight)
+        else:
+            result = deployer.deploy(model_name)
+        deployer.wait_in_service()
         return {
             "kind": "sagemaker",
             "address": deployer.endpoint_name,
@@ -99,6 +106,9 @@ class ModelEndpoint(dg.ConfigurableResource):
             "endpoint_config": result["config"],
             "previous_config": result["previous_config"] or "",
             "model_data": data_url,
+            "variants": ", ".join(
+                f"{v['VariantName']}={v['InitialVariantWeight']:g}" for v in result["variants"]
+            ),
         }
 
     def transport(self, city: str) -> Transport | None:

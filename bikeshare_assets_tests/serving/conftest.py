@@ -3,9 +3,7 @@ server with SageMaker's UpdateEndpoint for the SageMaker deployer."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,7 +11,8 @@ import pytest
 
 from bikeshare_assets_tests.conftest import REPO
 from bikeshare_assets_tests.serving.champions import Champions, build_champions
-from bikeshare_assets_tests.serving.servers import free_ports, port_open
+from bikeshare_assets_tests.serving.servers import free_ports
+from bikeshare_assets_tests.support.processes import server_process
 
 
 @pytest.fixture(scope="session")
@@ -40,36 +39,17 @@ class MotoServer:
 def moto_sagemaker_server() -> Iterator[MotoServer]:
     """moto's server (S3, SageMaker, SageMaker runtime) on a free port, with UpdateEndpoint."""
     (port,) = free_ports(1)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bikeshare_assets_tests.serving.moto_sagemaker",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not port_open(port):
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("moto server did not start within 30 s")
-            time.sleep(0.05)
-        yield MotoServer(f"http://127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    command = [
+        sys.executable,
+        "-m",
+        "bikeshare_assets_tests.serving.moto_sagemaker",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    with server_process(command, port, cwd=REPO) as url:
+        yield MotoServer(url)
 
 
 @pytest.fixture

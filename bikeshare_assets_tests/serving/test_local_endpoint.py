@@ -57,10 +57,10 @@ from bikeshare_assets_tests.serving.expect import assert_fallback, assert_fallba
 from bikeshare_assets_tests.serving.servers import (
     free_ports,
     kill_group,
-    port_open,
     processes_mentioning,
     wait_group_gone,
 )
+from bikeshare_assets_tests.support.processes import port_open
 
 CITY = SIM_CITY
 DAY = "2025-09-08"

@@ -203,6 +203,31 @@ def test_canary_then_promotion_then_rollback(
     assert aws.endpoint_config(deployer.endpoint_name) == base["config"]
 
 
+def test_resource_canary_puts_the_new_bundle_beside_the_live_one(
+    moto_aws: MotoServer, aws: Aws, registry: Champions, city: str
+) -> None:
+    """BIKESHARE_SAGEMAKER_CANARY_WEIGHT: a new bundle takes that share next to the live
+    champion variant; the endpoint is waited for until InService."""
+    bucket = f"bikeshare-models-{uuid.uuid4().hex[:8]}"
+    aws.s3.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": moto_aws.region}
+    )
+    env = sagemaker_settings_env(moto_aws, bucket, BIKESHARE_SAGEMAKER_CANARY_WEIGHT="0.2")
+    resource = build_endpoint(get_settings(env))
+    first, second = registry.bundles
+    one = resource.deploy(city, first.model_uri, first.label, registry.snapshot)
+    (only,) = aws.variants(one["endpoint_config"])  # nothing live yet: no canary
+    two = resource.deploy(city, second.model_uri, second.label, registry.snapshot)
+    weights = {v["VariantName"]: v for v in aws.variants(two["endpoint_config"])}
+    assert {k: v["InitialVariantWeight"] for k, v in weights.items()} == pytest.approx(
+        {"champion": 0.8, "challenger": 0.2}
+    )
+    assert weights["champion"]["ModelName"] == only["ModelName"]
+    assert weights["challenger"]["ModelName"] != only["ModelName"]
+    assert two["variants"] == "champion=0.8, challenger=0.2"
+    assert aws.sm.describe_endpoint(EndpointName=two["address"])["EndpointStatus"] == "InService"
+
+
 def test_rollback_of_a_missing_endpoint_is_a_clear_error(endpoint: ModelEndpoint, city: str):
     with pytest.raises(ValueError, match=f"bikeshare-{city}-stockout does not exist"):
         endpoint.sagemaker(city).rollback()
