@@ -105,9 +105,6 @@ def build_station_features_pandas(
     )
 
 
-TREND_TOLERANCE = 1e-6
-
-
 def add_rolling_features(hist: pd.DataFrame) -> pd.DataFrame:
     """Window statistics, net flows and the gap to the previous snapshot, on every row of
     `hist` (sorted by station, then time). New columns are collected and added at once."""
@@ -344,9 +341,7 @@ def feature_differences(
                 continue
             diff = np.abs(x[~nan] - y[~nan])
             worst = float(diff.max()) if diff.size else 0.0
-            # The trend: polars centres hours since a fixed origin inside each window, this
-            # reference uses raw moments; the two agree to float rounding (~1e-8 bikes/h).
-            limit = TREND_TOLERANCE if "trend" in c else tolerance
+            limit = tolerance
             if worst > limit:
                 problems[c] = (
                     f"max |polars - pandas| = {worst:.3g} ({int((diff > limit).sum())} rows)"
