@@ -474,6 +474,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
     from bikeshare_assets.registry.registry import registered_model_name, rollback
     from bikeshare_assets.training.tracking import MlflowTracking
 
@@ -482,7 +484,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     name = registered_model_name(args.city, args.target)
     try:
         before, after = rollback(client, name, args.to_version)
-    except (ValueError, Exception) as exc:
+    except (ValueError, MlflowException) as exc:
         print(f"cannot roll back {name}: {exc}", file=sys.stderr)
         return 1
     print(
