@@ -336,6 +336,8 @@ class SageMakerDeployer:
     def wait_in_service(self, timeout_s: float = 1800.0, poll_s: float = 15.0) -> str:
         """Block until the endpoint is InService (a real update takes minutes); a Failed
         endpoint is an error naming SageMaker's reason."""
+        # Not boto3's `endpoint_in_service` waiter: its WaiterError drops FailureReason and its
+        # 30 s poll would slow the moto tests, where the endpoint is InService at once.
         deadline = time.monotonic() + timeout_s
         while True:
             described = self.sm.describe_endpoint(EndpointName=self.endpoint_name)
