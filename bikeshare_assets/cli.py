@@ -518,6 +518,8 @@ def cmd_endpoint_rollback(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     # A terminal tool: MLflow's per-download progress bars and INFO lines drown the summary.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow sets its own loggers' level from this variable when it is first imported.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="bikeshare", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
