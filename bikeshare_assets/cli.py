@@ -131,24 +131,14 @@ def _last_day_first_key(parts) -> str:
 
 
 def _run_stage(defs, instance, stage: Stage) -> bool:
-    import dagster as dg
+    from bikeshare_assets.partitions import materialize_range
 
     pdef = stage.partitions
     first = stage.first or pdef.get_first_partition_key()  # type: ignore[attr-defined]
     last = stage.last or pdef.get_last_partition_key()  # type: ignore[attr-defined]
     started = time.perf_counter()
-    result = dg.materialize(
-        list(defs.assets),
-        selection=stage.selection,
-        instance=instance,
-        resources=defs.resources,
-        tags={
-            "dagster/asset_partition_range_start": first,
-            "dagster/asset_partition_range_end": last,
-            "bikeshare/launched_by": "bikeshare demo",
-        },
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    result = materialize_range(
+        defs, instance, stage.selection, first, last, launched_by="bikeshare demo", quiet=True
     )
     materialized: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():

@@ -6,6 +6,7 @@ so keys are unambiguous across daylight-saving changes; local time is a feature,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -80,3 +81,37 @@ def city_partitions(city: City, mode: SourceMode) -> CityPartitions:
 # weather hour they fall in: both are the default "overlapping window" mapping.
 SAME_DAY = dg.TimeWindowPartitionMapping()
 SAME_HOUR = dg.TimeWindowPartitionMapping()
+
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def materialize_range(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    selection: str | Sequence[str],
+    first: str,
+    last: str | None = None,
+    *,
+    launched_by: str | None = None,
+    quiet: bool = False,
+    raise_on_error: bool = False,
+) -> dg.ExecuteInProcessResult:
+    """Materialize `selection` over the partition keys [first, last] as one run, the way a
+    single-run backfill (BackfillPolicy.single_run) launches it. `quiet` keeps Dagster's
+    console logger to warnings, for commands that print their own progress."""
+    tags = {RANGE_START_TAG: first, RANGE_END_TAG: last or first}
+    if launched_by:
+        tags["bikeshare/launched_by"] = launched_by
+    return dg.materialize(
+        list(defs.assets or []),
+        selection=[selection] if isinstance(selection, str) else list(selection),
+        instance=instance,
+        resources=defs.resources,
+        tags=tags,
+        raise_on_error=raise_on_error,
+        run_config=(
+            {"loggers": {"console": {"config": {"log_level": "WARNING"}}}} if quiet else None
+        ),
+    )

@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,9 +39,6 @@ VENV_BIN = Path(sys.executable).parent
 DAY = "2025-09-08"
 DAY_START = datetime(2025, 9, 8, tzinfo=UTC)
 DAY_END = datetime(2025, 9, 9, tzinfo=UTC)
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def utc(*args: int) -> datetime:
@@ -200,27 +197,6 @@ def settings_for(home: Path, cities_file: Path | None = None, **overrides: str) 
 
 def build_defs(settings: Settings) -> dg.Definitions:
     return build_definitions(settings)
-
-
-def materialize_range(
-    defs: dg.Definitions,
-    instance: dg.DagsterInstance,
-    selection: str | Sequence[str],
-    start: str,
-    end: str | None = None,
-    *,
-    raise_on_error: bool = False,
-) -> dg.ExecuteInProcessResult:
-    """Materialize `selection` over [start, end] (partition keys) as one run, as a
-    single-run backfill does."""
-    return dg.materialize(
-        list(defs.assets or []),
-        selection=[selection] if isinstance(selection, str) else list(selection),
-        instance=instance,
-        resources=defs.resources,
-        tags={RANGE_START_TAG: start, RANGE_END_TAG: end or start},
-        raise_on_error=raise_on_error,
-    )
 
 
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from bikeshare_assets.ingest.quarantine import list_quarantined
+from bikeshare_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, materialize_range
 from bikeshare_assets.storage import (
     PARTITION_COLUMN_METADATA,
     LakeStorage,
@@ -26,7 +27,6 @@ from bikeshare_assets_tests.conftest import (
     build_defs,
     lake_files,
     materializations,
-    materialize_range,
     settings_for,
     step_failure_message,
 )
@@ -153,10 +153,7 @@ def run(assets, selection, instance, lake, start, end=None, **kwargs):
         selection=selection,
         instance=instance,
         resources=io_resources(lake),
-        tags={
-            "dagster/asset_partition_range_start": start,
-            "dagster/asset_partition_range_end": end or start,
-        },
+        tags={RANGE_START_TAG: start, RANGE_END_TAG: end or start},
         **kwargs,
     )
 

@@ -26,7 +26,7 @@ from bikeshare_assets.ingest.gbfs import STATUS_SCHEMA, empty_frame
 from bikeshare_assets.ingest.replay import ReplaySource
 from bikeshare_assets.ingest.simulator import SimulatedSource, SimulationConfig
 from bikeshare_assets.ingest.sources import FeedDocument
-from bikeshare_assets.partitions import city_partitions
+from bikeshare_assets.partitions import city_partitions, materialize_range
 from bikeshare_assets.storage import (
     PARTITION_COLUMN_METADATA,
     LakeStorage,
@@ -217,18 +217,8 @@ def _materialize(
     defs: dg.Definitions, instance: dg.DagsterInstance, asset: dg.AssetKey, first: str, last: str
 ):
     # The same call `bikeshare demo` makes: one run over a range (BackfillPolicy.single_run).
-    return dg.materialize(
-        list(defs.assets),
-        selection=[asset.to_user_string()],
-        instance=instance,
-        resources=defs.resources,
-        tags={
-            "dagster/asset_partition_range_start": first,
-            "dagster/asset_partition_range_end": last,
-            "bikeshare/launched_by": "make bench",
-        },
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    return materialize_range(
+        defs, instance, asset.to_user_string(), first, last, launched_by="make bench", quiet=True
     )
 
 

@@ -19,12 +19,11 @@ from bikeshare_assets.features.assets import NULL_BUDGETS, gap_excused, null_bud
 from bikeshare_assets.features.compute import KEY, feature_schema
 from bikeshare_assets.features.labels import LABEL_SCHEMA
 from bikeshare_assets.features.store import partition_keys_between
-from bikeshare_assets.partitions import city_partitions
+from bikeshare_assets.partitions import city_partitions, materialize_range
 from bikeshare_assets_tests.conftest import (
     DAY,
     build_defs,
     materializations,
-    materialize_range,
     pkey,
     settings_for,
     step_failure_message,

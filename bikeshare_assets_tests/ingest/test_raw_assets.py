@@ -23,7 +23,7 @@ from bikeshare_assets.ingest.contracts import STATUS_CHECKS
 from bikeshare_assets.ingest.gbfs import STATUS_SCHEMA
 from bikeshare_assets.ingest.quarantine import list_quarantined
 from bikeshare_assets.ingest.simulator import SimulatedSystem, SimulationConfig
-from bikeshare_assets.partitions import city_partitions
+from bikeshare_assets.partitions import city_partitions, materialize_range
 from bikeshare_assets.storage import LakeStorage
 from bikeshare_assets_tests.conftest import (
     DAY,
@@ -31,7 +31,6 @@ from bikeshare_assets_tests.conftest import (
     build_defs,
     lake_files,
     materializations,
-    materialize_range,
     pkey,
     replay_table,
     settings_for,

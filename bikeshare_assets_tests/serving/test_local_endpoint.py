@@ -27,6 +27,7 @@ import requests
 from bikeshare_assets.definitions import build_endpoint
 from bikeshare_assets.features.compute import FEATURE_COLUMNS
 from bikeshare_assets.features.labels import TARGETS
+from bikeshare_assets.partitions import materialize_range
 from bikeshare_assets.serving.bundle import ServingBundle
 from bikeshare_assets.serving.client import EndpointError, HttpTransport, score
 from bikeshare_assets.serving.deploy import (
@@ -42,7 +43,6 @@ from bikeshare_assets.storage import LakeStorage, partition_key_path
 from bikeshare_assets_tests.conftest import (
     build_defs,
     materializations,
-    materialize_range,
     pkey,
     settings_for,
     write_cities,

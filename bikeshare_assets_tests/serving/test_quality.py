@@ -16,12 +16,12 @@ from bikeshare_assets.monitoring.quality import (
     join_outcomes,
     quality_metrics,
 )
+from bikeshare_assets.partitions import materialize_range
 from bikeshare_assets.serving.predict import PREDICTION_SCHEMA
 from bikeshare_assets.storage import LakeStorage, partition_key_path
 from bikeshare_assets_tests.conftest import (
     build_defs,
     materializations,
-    materialize_range,
     pkey,
     settings_for,
     utc,
