@@ -357,11 +357,10 @@ def _stop_endpoints(settings: Settings) -> None:
     if endpoint.kind != "local":
         return
     for city in settings.cities:
-        state = endpoint.local(city).stop()
-        if state:
-            print(
-                f"stopped the local endpoint of {city} ({state.url}); `bikeshare serve` starts it again"
-            )
+        # Signals only a process proven to be this city's scoring server; an unreadable
+        # state file is named and set aside.
+        for line in endpoint.local(city).stop().lines(city):
+            print(line)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -396,7 +395,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 break
     _print_summary(settings, stages, time.perf_counter() - started)
     if not args.keep_serving:
-        _stop_endpoints(settings)
+        try:
+            _stop_endpoints(settings)
+        except Exception as exc:  # cleanup must not hide the run's own failure
+            print(f"could not stop the local endpoint: {exc}", file=sys.stderr)
     if not ok:
         failed = next(s for s in stages if s.result and not s.result["success"])
         print(f"\nFAILED: {failed.label}\n{failed.result.get('error', '')}", file=sys.stderr)
@@ -452,6 +454,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(
             f"{key}: serving {bundle.label} at {deployed['address']} (POST /invocations, GET /ping)"
         )
+        if deployed.get("notes"):
+            print(f"{key}: {deployed['notes']}")
     if args.detach:
         return 0
     print("Ctrl-C stops serving.")

@@ -92,6 +92,10 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                 metadata={"refused_version": bundle.label},
             ) from exc
         context.log.info(f"{prefix}: serving {bundle.label} at {deployed['address']}")
+        if deployed.get("notes"):
+            context.log.warning(
+                f"{prefix}/model_endpoint {context.partition_key}: {deployed['notes']}"
+            )
         frame = pl.DataFrame(
             [
                 {
@@ -145,10 +149,11 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
     def stockout_predictions(
         context: dg.AssetExecutionContext, endpoint: ModelEndpoint, features: pl.DataFrame
     ):
-        transport = endpoint.transport(prefix)
+        transport, unavailable = endpoint.connect(prefix)
         if transport is None:
             context.log.warning(
-                f"{prefix}: no live endpoint — every snapshot falls back to persistence"
+                f"{prefix}/stockout_predictions: no live endpoint ({unavailable}) — every "
+                "snapshot falls back to persistence"
             )
         by_time = features.partition_by("snapshot_at", as_dict=True) if features.height else {}
         pdef = context.assets_def.partitions_def
@@ -161,7 +166,7 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                 context.add_asset_metadata({"rows": 0, "gap": True}, partition_key=key)
                 continue
             result = predict_snapshot(
-                part, transport, endpoint.request_timeout_s, city.stockout_threshold
+                part, transport, endpoint.request_timeout_s, city.stockout_threshold, unavailable
             )
             frames.append(result.frame)
             if result.latency_ms is not None:

@@ -8,6 +8,7 @@ Both run the same program, MLflow's pyfunc scoring server; locally it is a proce
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -16,7 +17,8 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,18 @@ import mlflow
 import polars as pl
 
 from bikeshare_assets.serving.client import EndpointError, HttpTransport, score
+from bikeshare_assets.serving.processes import (
+    ProcessIdentity,
+    describe_port_user,
+    identity_mismatch,
+    identity_of,
+    in_group,
+    leads_own_group,
+    port_in_use,
+    port_listeners,
+    running_processes,
+    stop_group,
+)
 
 
 @dataclass
@@ -38,43 +52,112 @@ class LocalEndpointState:
     model_dir: str
     started_at: str
     log_file: str
+    # Who the process is, recorded when it started and checked before it is trusted or
+    # signalled: a PID alone may name an unrelated process once it is reused.
+    process_start_time: float | None = None
+    cmdline: list[str] | None = None
+
+    def identity(self) -> ProcessIdentity | None:
+        if self.process_start_time is None or not self.cmdline:
+            return None  # a state file written before identities were recorded
+        return ProcessIdentity(self.pid, self.process_start_time, tuple(self.cmdline))
+
+
+_STATE_TYPES = {"url": str, "port": int, "pid": int, "model_version": str, "model_dir": str}
 
 
 class DeploymentRefused(Exception):
     """The new version failed its health checks; the previous one keeps serving."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+class UnreadableState(Exception):
+    """The serving state file exists but is not a state this deployer wrote."""
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """The recorded endpoint when it is this city's scoring server and answers /ping;
+    otherwise `problem` says why there is no live endpoint."""
+
+    state: LocalEndpointState | None
+    problem: str | None = None
+
+
+@dataclass
+class StopOutcome:
+    """What `LocalDeployer.stop` did, for the operator."""
+
+    state_file: Path
+    stopped: LocalEndpointState | None = None
+    left_alone: str | None = None  # why the process the state named was not signalled
+    repaired: str | None = None  # the unreadable state file and where it went
+    orphans: list[ProcessIdentity] = field(default_factory=list)
+
+    def lines(self, city: str) -> list[str]:
+        out = [f"{city}: {self.repaired}"] if self.repaired else []
+        if self.stopped is not None:
+            out.append(
+                f"{city}: stopped the local endpoint ({self.stopped.url}, PID {self.stopped.pid}); "
+                "`bikeshare serve` starts it again"
+            )
+        for orphan in self.orphans:
+            out.append(
+                f"{city}: stopped an orphaned scoring server of this city, {orphan.describe()}"
+            )
+        if self.stopped is None and not self.orphans:
+            detail = (
+                f": {self.state_file} named {self.left_alone}; that process was left alone and "
+                "the stale state file removed"
+                if self.left_alone
+                else ""
+            )
+            out.append(f"{city}: nothing was running{detail}")
+        return out
 
 
 def stop_process(pid: int, grace_s: float = 10.0) -> None:
-    """Stop a scoring process and its workers (it runs in its own process group)."""
+    """Stop a process group this Python process started itself and has not reaped (its PID
+    cannot have been reused). Anything else goes through `processes.stop_group`, which
+    checks the recorded identity first."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        if identity_of(pid) is None:
+            return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _stop_started(process: subprocess.Popen) -> None:
+    """Stop a scoring process this deploy started. Until it is reaped its PID cannot be
+    reused; once reaped, only workers left in its group (which keep the group's ID in use)
+    are killed."""
+    if process.poll() is None:
+        stop_process(process.pid)
+    elif identity_of(process.pid) is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 class LocalDeployer:
     """Blue/green on two ports (default 8080 and 8081): the new process starts on the idle
-    port, must answer /ping and a sample /invocations with the expected model version, and
-    only then does the state file (the address everybody calls) move to it."""
+    port, must answer /ping (the port's listener being the process just started) and a
+    sample /invocations with the expected model version, and only then does the state file
+    (the address everybody calls) move to it.
+
+    Only a process proven to be this city's scoring server is ever signalled: the one the
+    state file names if its PID, start time and command line still match, or an orphan whose
+    command line serves a model from this state directory and which leads its own process
+    group (what `start` creates)."""
 
     def __init__(
         self,
@@ -84,32 +167,151 @@ class LocalDeployer:
         startup_timeout_s: float = 90.0,
         request_timeout_s: float = 10.0,
     ):
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).absolute()
         self.host = host
         self.ports = ports
         self.startup_timeout_s = startup_timeout_s
         self.request_timeout_s = request_timeout_s
+        self.notes: list[str] = []  # what the last deploy worked around (ports, repairs)
 
     @property
     def state_file(self) -> Path:
         return self.state_dir / "endpoint.json"
 
-    def state(self) -> LocalEndpointState | None:
-        if not self.state_file.exists():
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+    def read_state(self) -> LocalEndpointState | None:
+        """The recorded endpoint (None: no state file); UnreadableState names a broken file."""
+        try:
+            text = self.state_file.read_text()
+        except FileNotFoundError:
             return None
-        return LocalEndpointState(**json.loads(self.state_file.read_text()))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UnreadableState(
+                f"serving state file {self.state_file} is unreadable ({exc})"
+            ) from exc
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+            state = LocalEndpointState(**data)
+            wrong = [k for k, t in _STATE_TYPES.items() if not isinstance(getattr(state, k), t)]
+            if wrong:
+                raise ValueError(f"wrong type for {', '.join(wrong)}")
+        except (ValueError, TypeError) as exc:
+            raise UnreadableState(
+                f"serving state file {self.state_file} is corrupt ({type(exc).__name__}: {exc})"
+            ) from exc
+        return state
+
+    def state(self) -> LocalEndpointState | None:
+        """The recorded endpoint, or None when there is none or it cannot be read."""
+        try:
+            return self.read_state()
+        except UnreadableState:
+            return None
+
+    def _serves_from_here(self, process: ProcessIdentity, model_dir: str | None = None) -> bool:
+        """`process` is `mlflow models serve -m <a model dir of this state dir>` (or of
+        `model_dir`) and leads its own process group, as `start` creates it."""
+        cmd = list(process.cmdline)
+        for i in range(len(cmd) - 4):
+            if cmd[i : i + 4] == ["mlflow", "models", "serve", "-m"]:
+                served = Path(cmd[i + 4])
+                if model_dir is not None:
+                    matches = served == Path(model_dir)
+                else:
+                    matches = served.parent == self.models_dir
+                return matches and leads_own_group(process.pid)
+        return False
+
+    def proven_identity(
+        self, state: LocalEndpointState
+    ) -> tuple[ProcessIdentity | None, str | None]:
+        """(identity, None) when the state's PID is still its scoring server; else (None, why)."""
+        recorded = state.identity()
+        if recorded is not None:
+            mismatch = identity_mismatch(recorded)
+            return (None, mismatch) if mismatch else (recorded, None)
+        # Written before identities were recorded: the command line has to prove it.
+        current = identity_of(state.pid)
+        if current is None:
+            return None, f"PID {state.pid} is not running"
+        if not self._serves_from_here(current, state.model_dir):
+            return None, f"{current.describe()}, which is not this city's scoring server"
+        return current, None
+
+    def status(self) -> EndpointStatus:
+        try:
+            state = self.read_state()
+        except UnreadableState as exc:
+            return EndpointStatus(
+                None,
+                f"{exc}; treated as no live endpoint until a deploy (`bikeshare serve` or "
+                "materializing <city>/model_endpoint) or `bikeshare serve --stop` sets it aside",
+            )
+        if state is None:
+            return EndpointStatus(None, f"nothing deployed ({self.state_file} does not exist)")
+        _, why = self.proven_identity(state)
+        if why is not None:
+            return EndpointStatus(None, f"{self.state_file} names {why}")
+        if not HttpTransport(state.url).ping():
+            return EndpointStatus(None, f"{state.url} (PID {state.pid}) does not answer /ping")
+        return EndpointStatus(state)
 
     def live(self) -> LocalEndpointState | None:
-        """The current endpoint if its process is alive and answers /ping."""
-        state = self.state()
-        if state is None or not _pid_alive(state.pid):
-            return None
-        return state if HttpTransport(state.url).ping() else None
+        """The current endpoint if it is this city's scoring server and answers /ping."""
+        return self.status().state
 
     def _write_state(self, state: LocalEndpointState) -> None:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(state), indent=2))
         os.replace(tmp, self.state_file)  # atomic: callers see the old or the new endpoint
+
+    def _set_aside(self, problem: UnreadableState) -> str:
+        """Move an unreadable state file aside (kept for a post-mortem)."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        aside = self.state_file.with_name(f"{self.state_file.name}.broken-{stamp}")
+        os.replace(self.state_file, aside)
+        return f"{problem}; moved it to {aside}"
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One deploy or stop of this city at a time (they start and stop processes)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / ".lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def orphans(self, keep: LocalEndpointState | None = None) -> list[ProcessIdentity]:
+        """This city's scoring servers that the state file does not name: nobody calls them,
+        they only hold ports."""
+        return [
+            process
+            for process in running_processes()
+            if (keep is None or process.pid != keep.pid) and self._serves_from_here(process)
+        ]
+
+    def _stop_orphans(self, keep: LocalEndpointState | None) -> list[ProcessIdentity]:
+        return [orphan for orphan in self.orphans(keep) if stop_group(orphan)]
+
+    def _choose_port(self, old: LocalEndpointState | None) -> int:
+        """The idle blue/green port; the other one when it is taken by another process."""
+        candidates = [p for p in self.ports if old is None or p != old.port]
+        busy = []
+        for port in candidates:
+            if not port_in_use(self.host, port):
+                if busy:
+                    self.notes.append(f"{busy[0]}; started on port {port} instead")
+                return port
+            busy.append(describe_port_user(port))
+        live = f"; port {old.port} serves the live endpoint" if old is not None else ""
+        raise DeploymentRefused(
+            f"{'; '.join(busy)}{live}. Stop that process or set BIKESHARE_ENDPOINT_PORTS to two "
+            "free ports"
+        )
 
     def start(self, model_dir: Path, port: int, log_file: Path) -> subprocess.Popen:
         env = dict(os.environ)
@@ -140,17 +342,34 @@ class LocalDeployer:
                 start_new_session=True,  # outlives the Dagster run; stopped by process group
             )
 
+    def _port_taken_by_another(self, process: subprocess.Popen, port: int) -> str | None:
+        """`port N is used by PID M (...)` when the port's listener is not the process just
+        started (or its worker), else None."""
+        listeners = port_listeners(port)
+        if listeners and not any(in_group(pid, process.pid) for pid in listeners):
+            return describe_port_user(port)
+        return None
+
     def wait_healthy(
-        self, process: subprocess.Popen, url: str, sample: pl.DataFrame, expect_version: str
+        self, process: subprocess.Popen, port: int, sample: pl.DataFrame, expect_version: str
     ) -> float:
-        """/ping then a sample /invocations; returns the sample latency in ms."""
+        """/ping answered by the process just started, then a sample /invocations; returns
+        the sample latency in ms."""
+        url = f"http://{self.host}:{port}"
         transport = HttpTransport(url)
         deadline = time.monotonic() + self.startup_timeout_s
-        while not transport.ping(timeout_s=1.0):
+        while True:
             if process.poll() is not None:
+                taken = self._port_taken_by_another(process, port)
                 raise DeploymentRefused(
-                    f"scoring process exited with code {process.returncode} before /ping"
+                    taken or f"scoring process exited with code {process.returncode} before /ping"
                 )
+            if transport.ping(timeout_s=1.0):
+                taken = self._port_taken_by_another(process, port)
+                if taken:  # someone else answered: the new process cannot bind the port
+                    raise DeploymentRefused(taken)
+                if port_listeners(port):
+                    break
             if time.monotonic() > deadline:
                 raise DeploymentRefused(
                     f"no /ping answer from {url} within {self.startup_timeout_s:.0f}s"
@@ -165,19 +384,49 @@ class LocalDeployer:
             raise DeploymentRefused(
                 f"sample answered model_version {versions}, expected {expect_version}"
             )
+        if process.poll() is not None:
+            raise DeploymentRefused(
+                f"scoring process exited with code {process.returncode} after the sample"
+            )
         return scored.latency_ms
+
+    def _previous(self) -> LocalEndpointState | None:
+        """The live endpoint; an unreadable state file is set aside (noted) and counts as none."""
+        try:
+            self.read_state()
+        except UnreadableState as exc:
+            self.notes.append(self._set_aside(exc))
+        return self.live()
 
     def deploy(
         self, model_uri: str, model_version: str, sample: pl.DataFrame
     ) -> tuple[LocalEndpointState, float]:
-        """Blue/green deploy; raises DeploymentRefused (old endpoint untouched) on failure."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        old = self.live()
+        """Blue/green deploy; raises DeploymentRefused (old endpoint untouched) on failure.
+        `self.notes` says what it worked around (a taken port, a broken state file, orphans)."""
+        self.notes = []
+        with self._lock():
+            return self._deploy(model_uri, model_version, sample)
+
+    def _deploy(
+        self, model_uri: str, model_version: str, sample: pl.DataFrame
+    ) -> tuple[LocalEndpointState, float]:
+        old = self._previous()
         if old is not None and old.model_version == model_version:
             return old, 0.0  # already serving this version: nothing to do
-        port = self.ports[1] if old is not None and old.port == self.ports[0] else self.ports[0]
+        for orphan in self._stop_orphans(keep=old):
+            self.notes.append(
+                f"stopped an orphaned scoring server of this city, {orphan.describe()}"
+            )
+        keeps_serving = f"({old.model_version} on {old.url})" if old else "(none)"
+        try:
+            port = self._choose_port(old)
+        except DeploymentRefused as exc:
+            raise DeploymentRefused(
+                f"{model_version} not deployed: {exc}. The previous endpoint {keeps_serving} "
+                "keeps serving."
+            ) from exc
         color = "green" if port == self.ports[1] else "blue"
-        model_dir = self.state_dir / "models" / model_version.replace(":", "_").replace("+", "__")
+        model_dir = self.models_dir / model_version.replace(":", "_").replace("+", "__")
         if not (model_dir / "MLmodel").exists():
             # Served from a local copy, like SageMaker's /opt/ml/model: the process never needs
             # the registry.
@@ -190,15 +439,17 @@ class LocalDeployer:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_file = self.state_dir / "logs" / f"{color}-{stamp}.log"
         process = self.start(model_dir, port, log_file)
+        identity = identity_of(process.pid)  # before anything can reap it
         url = f"http://{self.host}:{port}"
         try:
-            latency = self.wait_healthy(process, url, sample, model_version)
+            latency = self.wait_healthy(process, port, sample, model_version)
+            if identity is None:
+                raise DeploymentRefused("the scoring process could not be identified")
         except DeploymentRefused as exc:
-            stop_process(process.pid)
+            _stop_started(process)
             raise DeploymentRefused(
                 f"{model_version} refused on {url}: {exc}. The previous endpoint "
-                f"{'(' + old.model_version + ' on ' + old.url + ')' if old else '(none)'} keeps serving. "
-                f"Scoring server log: {log_file}"
+                f"{keeps_serving} keeps serving. Scoring server log: {log_file}"
             ) from exc
         state = LocalEndpointState(
             url=url,
@@ -210,17 +461,37 @@ class LocalDeployer:
             model_dir=str(model_dir),
             started_at=datetime.now(UTC).isoformat(),
             log_file=str(log_file),
+            process_start_time=identity.start_time,
+            cmdline=list(identity.cmdline),
         )
         self._write_state(state)
         if old is not None:
-            stop_process(old.pid)
+            old_identity, _ = self.proven_identity(old)
+            if old_identity is not None:
+                stop_group(old_identity)
         return state, latency
 
-    def stop(self) -> LocalEndpointState | None:
-        state = self.state()
-        if state is not None:
-            stop_process(state.pid)
-        return state
+    def stop(self) -> StopOutcome:
+        """Stop this city's scoring server (only if proven to be it) and any orphan of this
+        state directory; remove the state file; set an unreadable one aside."""
+        outcome = StopOutcome(self.state_file)
+        if not self.state_dir.exists():
+            return outcome
+        with self._lock():
+            try:
+                state = self.read_state()
+            except UnreadableState as exc:
+                outcome.repaired = self._set_aside(exc)
+                state = None
+            if state is not None:
+                identity, outcome.left_alone = self.proven_identity(state)
+                if identity is not None and stop_group(identity):
+                    outcome.stopped = state
+                elif outcome.left_alone is None:
+                    outcome.left_alone = f"PID {state.pid}, which exited while being checked"
+                self.state_file.unlink(missing_ok=True)
+            outcome.orphans = self._stop_orphans(keep=None)
+        return outcome
 
 
 class SageMakerDeployer:

@@ -51,13 +51,19 @@ def persistence_fallback(features: pl.DataFrame, threshold: int) -> pl.DataFrame
 
 
 def predict_snapshot(
-    features: pl.DataFrame, transport: Transport | None, timeout_s: float, threshold: int
+    features: pl.DataFrame,
+    transport: Transport | None,
+    timeout_s: float,
+    threshold: int,
+    unavailable: str | None = None,
 ) -> SnapshotPrediction:
-    """One batch request for every station of the snapshot."""
+    """One batch request for every station of the snapshot; `unavailable` says why there is
+    no transport (e.g. a broken state file), for the flagged fallback's error."""
     error = None
     latency = None
     if transport is None:
-        error = "unavailable: no live endpoint (deploy one: materialize <city>/model_endpoint or run `bikeshare serve`)"
+        why = f"{unavailable}; " if unavailable else ""
+        error = f"unavailable: no live endpoint ({why}deploy one: materialize <city>/model_endpoint or run `bikeshare serve`)"
         answer = None
     else:
         try:

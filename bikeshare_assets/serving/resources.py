@@ -70,8 +70,9 @@ class ModelEndpoint(dg.ConfigurableResource):
 
     def deploy(self, city: str, model_uri: str, model_version: str, sample: pl.DataFrame) -> dict:
         if self.kind == "local":
-            state, latency = self.local(city).deploy(model_uri, model_version, sample)
-            return {
+            deployer = self.local(city)
+            state, latency = deployer.deploy(model_uri, model_version, sample)
+            deployed = {
                 "kind": "local",
                 "address": state.url,
                 "pid": state.pid,
@@ -79,6 +80,9 @@ class ModelEndpoint(dg.ConfigurableResource):
                 "model_version": state.model_version,
                 "sample_latency_ms": round(latency, 2),
             }
+            if deployer.notes:  # a taken port, a broken state file set aside, orphans stopped
+                deployed["notes"] = "; ".join(deployer.notes)
+            return deployed
         if not (self.image_uri and self.role_arn and self.bucket):
             raise ValueError(
                 "a SageMaker endpoint needs BIKESHARE_SAGEMAKER_IMAGE (an MLflow pyfunc serving "
@@ -113,9 +117,16 @@ class ModelEndpoint(dg.ConfigurableResource):
 
     def transport(self, city: str) -> Transport | None:
         """How to call the city's live endpoint; None when nothing is serving."""
+        return self.connect(city)[0]
+
+    def connect(self, city: str) -> tuple[Transport | None, str | None]:
+        """(how to call the city's live endpoint, None), or (None, why nothing is serving) —
+        e.g. the local state file is unreadable or names a process that is not the server."""
         if self.kind == "local":
-            state = self.local(city).live()
-            return HttpTransport(state.url) if state else None
+            status = self.local(city).status()
+            if status.state is None:
+                return None, status.problem
+            return HttpTransport(status.state.url), None
         import boto3
         from botocore.config import Config
 
@@ -131,4 +142,4 @@ class ModelEndpoint(dg.ConfigurableResource):
                 retries={"mode": "standard", "total_max_attempts": 1},
             ),
         )
-        return SageMakerTransport(self.endpoint_name(city), runtime)
+        return SageMakerTransport(self.endpoint_name(city), runtime), None
