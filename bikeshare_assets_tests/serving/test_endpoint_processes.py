@@ -51,6 +51,7 @@ from bikeshare_assets_tests.conftest import (
 from bikeshare_assets_tests.serving.champions import SIM_CITY, THRESHOLD, Champions, simulate_table
 from bikeshare_assets_tests.serving.expect import assert_fallback_rows
 from bikeshare_assets_tests.serving.servers import (
+    StubEndpoint,
     free_ports,
     kill_group,
     processes_mentioning,
@@ -375,3 +376,17 @@ def test_truncated_state_serve_detach_and_stop_name_the_file_and_repair_it(
     assert not site.state_file.exists()
     assert len(list(site.deployer.state_dir.glob("endpoint.json.broken-*"))) == 2
     assert processes_mentioning(str(site.deployer.state_dir)) == []
+
+
+def test_health_check_refuses_a_ping_answered_by_another_process(
+    registry: Champions, tmp_path: Path
+) -> None:
+    """The port was free when chosen, then another server took it before the new process
+    bound it: its /ping answer must not count for the process just started."""
+    with StubEndpoint() as stub, decoy() as starting:  # `starting` never binds the port
+        port = int(stub.url.rsplit(":", 1)[1])
+        deployer = LocalDeployer(tmp_path / "serving", ports=(port, free_ports(1)[0]))
+        with pytest.raises(DeploymentRefused) as caught:
+            deployer.wait_healthy(starting, port, registry.snapshot, "any-version")
+        assert f"port {port} is used by PID {os.getpid()}" in str(caught.value)
+        assert stub.requests == []  # the sample never went to the other server
