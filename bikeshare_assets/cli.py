@@ -179,7 +179,8 @@ def _failure_text(failure) -> str:
     while (
         error is not None
         and error.cause is not None
-        and "DagsterExecutionStepExecutionError" in error.cls_name
+        # Dagster's wrappers: ...StepExecutionError, ...LoadInputError, ...HandleOutputError
+        and error.cls_name.startswith("DagsterExecution")
     ):
         error = error.cause
     return error.message.strip() if error is not None else "unknown error"
