@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bikeshare_assets.redaction import redact_url
 from bikeshare_assets.settings import ENVIRONMENT_VARIABLES, Settings, get_settings
 
 LAYERS = ("raw", "features", "model", "serving")
@@ -200,11 +201,10 @@ def _lake(settings: Settings):
     return LakeStorage(root=settings.storage_root, s3_endpoint_url=settings.s3_endpoint_url)
 
 
-def _quarantined(settings: Settings) -> int:
-    from bikeshare_assets.ingest.quarantine import list_quarantined
+def _quarantined(settings: Settings):
+    from bikeshare_assets.ingest.quarantine import count_quarantined, list_quarantined
 
-    lake = _lake(settings)
-    return sum(1 for r in list_quarantined(lake) if r.get("rule") != "records_dropped")  # type: ignore[arg-type]
+    return count_quarantined(list_quarantined(_lake(settings)))  # type: ignore[arg-type]
 
 
 def _print_summary(settings: Settings, stages: list[Stage], seconds: float) -> None:
@@ -228,11 +228,13 @@ def _print_summary(settings: Settings, stages: list[Stage], seconds: float) -> N
             failed[name] = failed.get(name, 0) + n
     detail = ", ".join(f"{name} {n}" for name, n in sorted(failed.items())) or "none"
     print(f"asset checks: {checks} evaluated; failed: {detail}")
-    print(f"rejected batches in quarantine: {_quarantined(settings)} ({settings.quarantine_root})")
+    counts = _quarantined(settings)
+    print(f"{counts.summary()} in quarantine ({redact_url(str(settings.quarantine_root))})")
     _print_scorecard(settings, stages)
     _print_serving(settings, stages)
     print(f"total time: {seconds:.1f}s")
-    print(f"data lake: {settings.storage_root}")
+    print(f"data lake: {redact_url(str(settings.storage_root))}")
+    print(f"MLflow tracking: {redact_url(settings.mlflow_tracking_uri)}")
     print(
         f"Dagster UI on the same instance: DAGSTER_HOME={settings.dagster_home} "
         ".venv/bin/dagster dev   (or: make ui)"
@@ -272,7 +274,8 @@ def _print_scorecard(settings: Settings, stages: list[Stage]) -> None:
                 f"({'champion' if r['champion_version'] == r['version'] else 'challenger'})"
             )
         print(
-            f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}"
+            "MLflow UI: .venv/bin/mlflow ui --backend-store-uri "
+            f"{redact_url(settings.mlflow_tracking_uri)}"
             "   (then open http://127.0.0.1:5000)"
         )
 
@@ -408,18 +411,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     for name, default, meaning in ENVIRONMENT_VARIABLES:
         current = os.environ.get(name)
-        print(f"{name:28} {current or '(' + default + ')':40} {meaning}")
+        print(f"{name:28} {redact_url(current or '(' + default + ')'):40} {meaning}")
     return 0
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from bikeshare_assets.ingest.quarantine import list_quarantined
+    from bikeshare_assets.ingest.quarantine import (
+        count_quarantined,
+        is_rejected_batch,
+        list_quarantined,
+    )
 
     lake = _lake(get_settings())
     records = list_quarantined(lake, args.asset)  # type: ignore[arg-type]
     for r in records:
-        print(f"{r['city']}/{r['asset']} {r['partition']}  rule={r['rule']}  {r['message'][:120]}")
-    print(f"{len(records)} quarantined batch(es)")
+        kind = "rejected" if is_rejected_batch(r) else "accepted"
+        print(
+            f"{r['city']}/{r['asset']} {r['partition']}  {kind}  rule={r['rule']}  "
+            f"{r['message'][:160]}"
+        )
+    print(count_quarantined(records).summary())
     return 0
 
 
