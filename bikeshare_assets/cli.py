@@ -20,6 +20,18 @@ DAGSTER_YAML = """\
 # Written by `bikeshare demo`: the local Dagster instance (SQLite under this folder).
 telemetry:
   enabled: false
+# A killed run (kill -9 of `dagster asset materialize`, `bikeshare demo`, `dagster dev`) is
+# marked FAILURE by the daemon's run monitoring (`dagster dev` runs it) and its orphaned step
+# processes are stopped; LocalRunLauncher launches like Dagster's default one and checks
+# run workers by their recorded PID (bikeshare_assets/runs.py).
+run_launcher:
+  module: bikeshare_assets.runs
+  class: LocalRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+  start_timeout_seconds: 180
+  max_resume_run_attempts: 0
 """
 
 
@@ -41,7 +53,11 @@ def _prepare_instance(settings: Settings):
 
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     yaml = settings.dagster_home / "dagster.yaml"
-    if not yaml.exists():
+    # An older file this command wrote is brought up to date; an operator's own is kept.
+    if not yaml.exists() or (
+        yaml.read_text().startswith(DAGSTER_YAML.splitlines()[0])
+        and yaml.read_text() != DAGSTER_YAML
+    ):
         yaml.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     return dg.DagsterInstance.get()
