@@ -145,21 +145,24 @@ class LakeStorage(dg.ConfigurableResource):
             raise
 
     def write_parquet(self, key: str, frame: pl.DataFrame) -> str:
-        """Write the file and its checksum so that a kill at any point leaves a file that
-        matches one of the sidecar's digests: the sidecar first accepts the new digest beside
-        the old ones, then the file is replaced, then the sidecar keeps only the new one."""
+        """Write the file and its checksum so that a kill at any point leaves a file the
+        sidecar accepts: a sidecar listing other digests first accepts the new one beside
+        them, then the file is replaced, then the sidecar keeps only the new digest. A first
+        write killed before its sidecar exists leaves a whole file without one (read
+        unverified, like a file from before checksums, until it is written again)."""
         buf = io.BytesIO()
         frame.write_parquet(buf, compression="zstd", statistics=True)
         data = buf.getvalue()
         digest = hashlib.sha256(data).hexdigest()
         sidecar = key + CHECKSUM_SUFFIX
         before = self._accepted_digests(key) or []
-        if before != [digest]:
+        if before == [digest]:  # re-materialized with identical bytes: the sidecar holds
+            return self.write_bytes(key, data)
+        if before:
             accepted = [digest] + [d for d in before if d != digest]
             self.write_bytes(sidecar, ("\n".join(accepted) + "\n").encode())
         uri = self.write_bytes(key, data)
-        if before != [digest]:
-            self.write_bytes(sidecar, f"{digest}\n".encode())
+        self.write_bytes(sidecar, f"{digest}\n".encode())
         return uri
 
     def read_parquet(self, key: str) -> pl.DataFrame:

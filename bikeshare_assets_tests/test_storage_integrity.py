@@ -149,6 +149,13 @@ def test_a_write_killed_between_file_and_checksum_leaves_a_readable_partition(
     lake.write_parquet(key, new)
     assert Path(lake.uri(key + CHECKSUM_SUFFIX)).read_bytes() == new_digest
 
+    # A first write killed before its sidecar exists: a whole file, read unverified.
+    Path(lake.uri(key + CHECKSUM_SUFFIX)).unlink()
+    assert lake.read_parquet(key).equals(new)
+    lake.write_parquet(key, old)
+    assert lake.read_parquet(key).equals(old)
+    assert Path(lake.uri(key + CHECKSUM_SUFFIX)).read_bytes() == old_sidecar
+
 
 # --------------------------------------------------------------------------------------
 # Temp files of killed writers
