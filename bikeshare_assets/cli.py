@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bikeshare_assets.redaction import redact_url
 from bikeshare_assets.settings import ENVIRONMENT_VARIABLES, Settings, get_settings
 
 LAYERS = ("raw", "features", "model", "serving")
@@ -19,6 +20,18 @@ DAGSTER_YAML = """\
 # Written by `bikeshare demo`: the local Dagster instance (SQLite under this folder).
 telemetry:
   enabled: false
+# A killed run (kill -9 of `dagster asset materialize`, `bikeshare demo`, `dagster dev`) is
+# marked FAILURE by the daemon's run monitoring (`dagster dev` runs it) and its orphaned step
+# processes are stopped; LocalRunLauncher launches like Dagster's default one and checks
+# run workers by their recorded PID (bikeshare_assets/runs.py).
+run_launcher:
+  module: bikeshare_assets.runs
+  class: LocalRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+  start_timeout_seconds: 180
+  max_resume_run_attempts: 0
 """
 
 
@@ -40,7 +53,11 @@ def _prepare_instance(settings: Settings):
 
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     yaml = settings.dagster_home / "dagster.yaml"
-    if not yaml.exists():
+    # An older file this command wrote is brought up to date; an operator's own is kept.
+    if not yaml.exists() or (
+        yaml.read_text().startswith(DAGSTER_YAML.splitlines()[0])
+        and yaml.read_text() != DAGSTER_YAML
+    ):
         yaml.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     return dg.DagsterInstance.get()
@@ -179,7 +196,8 @@ def _failure_text(failure) -> str:
     while (
         error is not None
         and error.cause is not None
-        and "DagsterExecutionStepExecutionError" in error.cls_name
+        # Dagster's wrappers: ...StepExecutionError, ...LoadInputError, ...HandleOutputError
+        and error.cls_name.startswith("DagsterExecution")
     ):
         error = error.cause
     return error.message.strip() if error is not None else "unknown error"
@@ -199,11 +217,10 @@ def _lake(settings: Settings):
     return LakeStorage(root=settings.storage_root, s3_endpoint_url=settings.s3_endpoint_url)
 
 
-def _quarantined(settings: Settings) -> int:
-    from bikeshare_assets.ingest.quarantine import list_quarantined
+def _quarantined(settings: Settings):
+    from bikeshare_assets.ingest.quarantine import count_quarantined, list_quarantined
 
-    lake = _lake(settings)
-    return sum(1 for r in list_quarantined(lake) if r.get("rule") != "records_dropped")  # type: ignore[arg-type]
+    return count_quarantined(list_quarantined(_lake(settings)))  # type: ignore[arg-type]
 
 
 def _print_summary(settings: Settings, stages: list[Stage], seconds: float) -> None:
@@ -227,11 +244,13 @@ def _print_summary(settings: Settings, stages: list[Stage], seconds: float) -> N
             failed[name] = failed.get(name, 0) + n
     detail = ", ".join(f"{name} {n}" for name, n in sorted(failed.items())) or "none"
     print(f"asset checks: {checks} evaluated; failed: {detail}")
-    print(f"rejected batches in quarantine: {_quarantined(settings)} ({settings.quarantine_root})")
+    counts = _quarantined(settings)
+    print(f"{counts.summary()} in quarantine ({redact_url(str(settings.quarantine_root))})")
     _print_scorecard(settings, stages)
     _print_serving(settings, stages)
     print(f"total time: {seconds:.1f}s")
-    print(f"data lake: {settings.storage_root}")
+    print(f"data lake: {redact_url(str(settings.storage_root))}")
+    print(f"MLflow tracking: {redact_url(settings.mlflow_tracking_uri)}")
     print(
         f"Dagster UI on the same instance: DAGSTER_HOME={settings.dagster_home} "
         ".venv/bin/dagster dev   (or: make ui)"
@@ -271,7 +290,8 @@ def _print_scorecard(settings: Settings, stages: list[Stage]) -> None:
                 f"({'champion' if r['champion_version'] == r['version'] else 'challenger'})"
             )
         print(
-            f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}"
+            "MLflow UI: .venv/bin/mlflow ui --backend-store-uri "
+            f"{redact_url(settings.mlflow_tracking_uri)}"
             "   (then open http://127.0.0.1:5000)"
         )
 
@@ -409,18 +429,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     for name, default, meaning in ENVIRONMENT_VARIABLES:
         current = os.environ.get(name)
-        print(f"{name:28} {current or '(' + default + ')':40} {meaning}")
+        print(f"{name:28} {redact_url(current or '(' + default + ')'):40} {meaning}")
     return 0
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from bikeshare_assets.ingest.quarantine import list_quarantined
+    from bikeshare_assets.ingest.quarantine import (
+        count_quarantined,
+        is_rejected_batch,
+        list_quarantined,
+    )
 
     lake = _lake(get_settings())
     records = list_quarantined(lake, args.asset)  # type: ignore[arg-type]
     for r in records:
-        print(f"{r['city']}/{r['asset']} {r['partition']}  rule={r['rule']}  {r['message'][:120]}")
-    print(f"{len(records)} quarantined batch(es)")
+        kind = "rejected" if is_rejected_batch(r) else "accepted"
+        print(
+            f"{r['city']}/{r['asset']} {r['partition']}  {kind}  rule={r['rule']}  "
+            f"{r['message'][:160]}"
+        )
+    print(count_quarantined(records).summary())
     return 0
 
 

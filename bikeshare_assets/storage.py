@@ -6,13 +6,20 @@ Layout (the same on disk and on S3):
 
 Dagster ships no polars IO manager; this one is small because it leans on dagster-aws for
 S3 and on the filesystem's rename for atomicity.
+
+Every parquet file has a sidecar `part.parquet.sha256` with the SHA-256 of its bytes, checked
+on every read: a truncated, empty or bit-flipped partition fails naming the file, the asset,
+the partition and the command that rebuilds it, instead of being read as different numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +30,11 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 PARTITION_COLUMN_METADATA = "partition_column"
+CHECKSUM_SUFFIX = ".sha256"
+# A temp file older than this is a killed writer's leftover even if its PID is alive again
+# (reused); no write of one partition takes anywhere near this long.
+STALE_TEMP_SECONDS = 3600
+_HOST = socket.gethostname().split(".")[0]
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -60,7 +72,12 @@ class LakeStorage(dg.ConfigurableResource):
             return self.uri(key)
         path = Path(self.uri(key))
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        remove_stale_temp_files(path)
+        # The writer's PID and host are in the name, so the next writer can tell a killed
+        # writer's leftover from a live one's file.
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp"
+        )
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -115,15 +132,124 @@ class LakeStorage(dg.ConfigurableResource):
         else:
             Path(self.uri(key)).unlink(missing_ok=True)
 
+    def _accepted_digests(self, key: str) -> list[str] | None:
+        """The SHA-256s `key` may have; None for a file written before checksums existed."""
+        sidecar = key + CHECKSUM_SUFFIX
+        try:
+            return self.read_bytes(sidecar).decode().split()
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # S3: botocore's NoSuchKey
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "NoSuchKey":
+                return None
+            raise
+
     def write_parquet(self, key: str, frame: pl.DataFrame) -> str:
+        """Write the file and its checksum so that a kill at any point leaves a file the
+        sidecar accepts: a sidecar listing other digests first accepts the new one beside
+        them, then the file is replaced, then the sidecar keeps only the new digest. A first
+        write killed before its sidecar exists leaves a whole file without one (read
+        unverified, like a file from before checksums, until it is written again)."""
         buf = io.BytesIO()
         frame.write_parquet(buf, compression="zstd", statistics=True)
-        return self.write_bytes(key, buf.getvalue())
+        data = buf.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        sidecar = key + CHECKSUM_SUFFIX
+        before = self._accepted_digests(key) or []
+        if before == [digest]:  # re-materialized with identical bytes: the sidecar holds
+            return self.write_bytes(key, data)
+        if before:
+            accepted = [digest] + [d for d in before if d != digest]
+            self.write_bytes(sidecar, ("\n".join(accepted) + "\n").encode())
+        uri = self.write_bytes(key, data)
+        self.write_bytes(sidecar, f"{digest}\n".encode())
+        return uri
 
     def read_parquet(self, key: str) -> pl.DataFrame:
-        if self.is_s3:
-            return pl.read_parquet(io.BytesIO(self.read_bytes(key)))
-        return pl.read_parquet(self.uri(key))
+        """The frame, after checking the bytes against the sidecar's SHA-256.
+
+        Raises CorruptPartitionError (naming file, asset, partition and the rebuild command)
+        for a truncated, empty, bit-flipped or otherwise unreadable file."""
+        data, accepted = self.read_bytes(key), self._accepted_digests(key)
+        digest = hashlib.sha256(data).hexdigest()
+        if accepted is not None and digest not in accepted:
+            # A writer may have replaced file and sidecar between our two reads: once more.
+            data, accepted = self.read_bytes(key), self._accepted_digests(key)
+            digest = hashlib.sha256(data).hexdigest()
+            if accepted is not None and digest not in accepted:
+                found = (
+                    f"its {len(data)} bytes have SHA-256 {digest[:12]}…" if data else "it is empty"
+                )
+                raise CorruptPartitionError(
+                    self.uri(key),
+                    key,
+                    f"{found}, but {key}{CHECKSUM_SUFFIX} records {accepted[0][:12]}… (a bit "
+                    "flip, a truncated copy or a write cut short)",
+                )
+        try:
+            return pl.read_parquet(io.BytesIO(data))
+        except Exception as exc:  # polars raises ComputeError, OSError, … for a broken file
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise CorruptPartitionError(
+                self.uri(key), key, f"not a readable parquet file ({len(data)} bytes: {first_line})"
+            ) from exc
+
+
+class CorruptPartitionError(Exception):
+    """A lake file that exists but cannot be trusted; the message says how to rebuild it."""
+
+    def __init__(self, uri: str, key: str, reason: str) -> None:
+        self.uri, self.key, self.reason = uri, key, reason
+        super().__init__(f"{uri} is corrupt: {reason}. {rebuild_hint(key)}")
+
+
+def rebuild_hint(key: str) -> str:
+    """Which asset and partition a lake key holds and the command that writes it again.
+
+    Keys follow partition_key_path: <asset>/city=<city>/dt=<partition>/part.parquet."""
+    parts = key.strip("/").split("/")
+    city = next((p[len("city=") :] for p in parts if p.startswith("city=")), None)
+    partition = next((p[len("dt=") :] for p in parts if p.startswith("dt=")), None)
+    asset = f"{city}/{parts[0]}" if city else parts[0]
+    where = f"asset {asset}" + (f", partition {partition}" if partition else "")
+    return (
+        f"It holds {where}; rebuild it with `dagster asset materialize -m "
+        f"bikeshare_assets.definitions --select {asset}"
+        + (f" --partition {partition}`" if partition else "`")
+        + " (it overwrites the file), then re-run what failed."
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Delete the hidden temp files killed writers of `path` left behind; returns them.
+
+    Only this file's temp files, and only those whose writer is gone: its PID (recorded in
+    the name) no longer runs on this host, or the file is older than STALE_TEMP_SECONDS. A
+    concurrent writer's live temp file is left alone."""
+    removed = []
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{prefix}*.tmp"):
+        writer = tmp.name[len(prefix) : -len(".tmp")].rsplit(".", 1)[0]  # "<pid>@<host>"
+        pid, _, host = writer.partition("@")
+        try:
+            age = time.time() - tmp.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        dead = pid.isdigit() and host == _HOST and not _pid_alive(int(pid))
+        if dead or age > STALE_TEMP_SECONDS:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def asset_dir(asset_key: dg.AssetKey) -> tuple[str, str | None]:

@@ -25,13 +25,14 @@ HOURS = 3
 
 
 def bikeshare(
-    *args: str, home: Path, cities: Path, timeout: float = 240
+    *args: str, home: Path, cities: Path, timeout: float = 240, **extra_env: str
 ) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "BIKESHARE_HOME": str(home),
         "BIKESHARE_CITIES_FILE": str(cities),
         "DAGSTER_HOME": str(home / "dagster_home"),
+        **extra_env,
     }
     return subprocess.run(
         [str(VENV_BIN / "bikeshare"), *args],
@@ -83,16 +84,19 @@ def three_hours(tmp_path: Path, day_recording_path: Path) -> Path:
 def test_demo_materializes_the_replay_and_prints_the_summary(
     three_hours: Path, home: Path, day_recording_path: Path
 ) -> None:
-    proc = bikeshare("demo", "--until", "raw", home=home, cities=three_hours)
+    proc = bikeshare("demo", "--until", "raw", home=home, cities=three_hours, **SECRET_URLS)
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Credentials in the configured URLs are never echoed; where they point still is.
+    assert "s3cr3t" not in proc.stdout + proc.stderr
+    assert "MLflow tracking: http://alice:***@127.0.0.1:9/mlflow" in proc.stdout
     expected = expected_counts(day_recording_path)
     # The recorder really missed bins in these hours, and Open-Meteo one hour.
     assert expected["paris/raw_station_status"][2] > 0
     assert expected["paris/raw_weather"][2] == 1
     for asset, counts in expected.items():
         assert summary_row(proc.stdout, asset) == counts, proc.stdout + proc.stderr
-    assert "rejected batches in quarantine: 0" in proc.stdout
+    assert "0 rejected batch(es), " in proc.stdout
     lake = home / "lake"
     status_files = list((lake / "raw_station_status" / "city=paris").glob("dt=*/part.parquet"))
     assert len(status_files) == 4 * HOURS
@@ -128,7 +132,10 @@ def test_demo_stops_on_a_rejected_batch_and_quarantine_lists_it(
     assert "paris: station status (15 min)" in proc.stdout and "FAILED" in proc.stdout
     assert "FAILED: paris: station status (15 min)" in proc.stderr
     assert "paris/raw_station_status partition 2025-09-08-03:15: rule `out_of_range`" in proc.stderr
-    assert "rejected batches in quarantine: 1" in proc.stdout
+    demo_count = re.search(
+        r"^(\d+ rejected batch\(es\), \d+ accepted .*) in quarantine", proc.stdout, re.M
+    )
+    assert demo_count and demo_count[1].startswith("1 rejected batch(es), "), proc.stdout
     assert not (home / "lake" / "raw_station_status").exists()
 
     listed = bikeshare("quarantine", home=home, cities=bad_two_hours)
@@ -137,9 +144,62 @@ def test_demo_stops_on_a_rejected_batch_and_quarantine_lists_it(
     lines = listed.stdout.strip().splitlines()
     rejected = [line for line in lines if "rule=out_of_range" in line]
     assert len(rejected) == 1
-    assert rejected[0].startswith("paris/raw_station_status 2025-09-08-03:15  rule=out_of_range")
+    assert rejected[0].startswith(
+        "paris/raw_station_status 2025-09-08-03:15  rejected  rule=out_of_range"
+    )
     assert "bikes_available: less_than_or_equal_to(1000)" in rejected[0]
     # The station list's dropped record (the recording has one row without a station code)
     # is kept and listed too.
-    assert "paris/raw_station_information 2025-09-08  rule=records_dropped" in listed.stdout
-    assert lines[-1] == f"{len(lines) - 1} quarantined batch(es)"
+    assert (
+        "paris/raw_station_information 2025-09-08  accepted  rule=records_dropped" in listed.stdout
+    )
+    # One definition of a rejected batch: the demo and `bikeshare quarantine` agree.
+    assert lines[-1] == demo_count[1]
+    assert (
+        lines[-1]
+        == f"1 rejected batch(es), {len(lines) - 2} accepted batch(es) with dropped records"
+    )
+
+
+@pytest.fixture
+def duplicate_station(tmp_path: Path, day_recording_path: Path) -> tuple[Path, str]:
+    """00:00-01:00 of the same day, except one station appears twice in the 00:45 bin with
+    different bike counts (a feed listing a station twice)."""
+    frame = pl.read_parquet(day_recording_path)
+    at = datetime(2025, 9, 8, 0, 45)
+    row = frame.filter(pl.col("tbin_utc") == at).drop_nulls("stationcode").sort("stationcode")[3]
+    twin = row.with_columns((pl.col("nb_velos_bin") + 1).cast(pl.Int32))
+    path = tmp_path / "duplicate.parquet"
+    pl.concat([frame, twin]).write_parquet(path)
+    window = replay_table(path, utc(2025, 9, 8, 0, 0), utc(2025, 9, 8, 1, 0))
+    return write_cities(tmp_path / "dup.toml", replay=window), row["stationcode"][0]
+
+
+def test_duplicate_station_rejection_names_the_station(duplicate_station, home: Path) -> None:
+    cities, station = duplicate_station
+    proc = bikeshare("demo", "--until", "raw", home=home, cities=cities)
+
+    assert proc.returncode == 1
+    assert (
+        f"1 station id(s) appear more than once in the batch with different values: {station} (2×)"
+        in proc.stderr
+    )
+    listed = bikeshare("quarantine", "--asset", "raw_station_status", home=home, cities=cities)
+    (line,) = [x for x in listed.stdout.splitlines() if "rule=duplicate_station_id" in x]
+    assert line.startswith("paris/raw_station_status 2025-09-08-00:45  rejected")
+    assert f"{station} (2×)" in line
+
+
+SECRET_URLS = {
+    "MLFLOW_TRACKING_URI": "http://alice:s3cr3t-mlflow@127.0.0.1:9/mlflow",
+    "BIKESHARE_S3_ENDPOINT_URL": "http://minio:s3cr3t-minio@127.0.0.1:9/?X-Amz-Security-Token=s3cr3t-token",
+}
+
+
+def test_env_redacts_credentials_in_urls(home: Path, three_hours: Path) -> None:
+    proc = bikeshare("env", home=home, cities=three_hours, **SECRET_URLS)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "s3cr3t" not in proc.stdout
+    assert "http://alice:***@127.0.0.1:9/mlflow" in proc.stdout
+    assert "http://minio:***@127.0.0.1:9/?X-Amz-Security-Token=***" in proc.stdout

@@ -174,7 +174,9 @@ def test_range_is_split_into_partition_files(lake: LakeStorage, home: Path, inst
             assert frame["hour_start"].to_list() == [hour(h), hour(h)]
             assert frame["value"].to_list() == [h * 10.0, h * 10.0 + 1]
     assert lake_files(home / "lake") == [
-        f"readings/city=testcity/dt={k}/part.parquet" for k in HOUR_KEYS
+        f"readings/city=testcity/dt={k}/part.parquet{suffix}"
+        for k in HOUR_KEYS
+        for suffix in ("", ".sha256")  # each file and its checksum
     ]
     md = materializations(result)
     assert set(md) == set(HOUR_KEYS)
@@ -263,6 +265,7 @@ def test_s3_round_trip(moto_s3: MotoS3) -> None:
         "lake/quarantine/a/payload.json",
         "lake/quarantine/a/reason.json",
         "lake/raw/city=x/dt=1/part.parquet",
+        "lake/raw/city=x/dt=1/part.parquet.sha256",
     ]
     assert pl.read_parquet(io.BytesIO(moto_s3.read("lake/raw/city=x/dt=1/part.parquet"))).equals(
         frame

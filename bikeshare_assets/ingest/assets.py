@@ -39,7 +39,7 @@ from bikeshare_assets.ingest.gbfs import (
     parse_station_information,
     parse_station_status,
 )
-from bikeshare_assets.ingest.quarantine import quarantine_batch
+from bikeshare_assets.ingest.quarantine import RECORDS_DROPPED, quarantine_batch
 from bikeshare_assets.ingest.resources import FeedSources
 from bikeshare_assets.ingest.sources import WEATHER_SCHEMA, FeedDocument, SourceError
 from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
@@ -161,7 +161,7 @@ def _accept_feed(
             partition=result.partition,
             payload="\n".join(json.dumps(d, default=str) for d in batch.dropped).encode(),
             payload_ext="jsonl",
-            rule="records_dropped",
+            rule=RECORDS_DROPPED,
             message=f"{len(batch.dropped)} unusable record(s) dropped from an accepted batch",
             source_url=doc.url,
             received_at=doc.received_at,

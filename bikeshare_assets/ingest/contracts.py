@@ -114,11 +114,29 @@ def enforce_schema(schema: type[pa.DataFrameModel], frame: pl.DataFrame) -> None
             pl.col("check").cast(pl.String),
             pl.col("failure_case").cast(pl.String),
         )
-        raise ContractViolation(
-            rule,
-            f"{len(cases)} failing value(s): " + "; ".join(summary),
-            details={"failures": summary, "examples": examples.to_dicts()},
-        ) from exc
+        details: dict[str, Any] = {"failures": summary, "examples": examples.to_dicts()}
+        message = f"{len(cases)} failing value(s): " + "; ".join(summary)
+        if rule == "duplicate_station_id":
+            repeated = duplicate_station_ids(schema, frame)
+            details["duplicate_station_ids"] = repeated.get_column("station_id").to_list()
+            named = ", ".join(
+                f"{r['station_id']} ({r['len']}×)" for r in repeated.head(10).to_dicts()
+            )
+            more = f" and {repeated.height - 10} more" if repeated.height > 10 else ""
+            message = (
+                f"{repeated.height} station id(s) appear more than once in the batch with "
+                f"different values: {named}{more}; " + message
+            )
+        raise ContractViolation(rule, message, details=details) from exc
+
+
+def duplicate_station_ids(schema: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.DataFrame:
+    """station_id and how often it occurs, for ids repeated within the schema's unique key
+    (pandera's failure cases only say 'multiple_fields_uniqueness')."""
+    key = list(getattr(schema.Config, "unique", None) or ["station_id"])
+    return (
+        frame.filter(pl.struct(key).is_duplicated()).group_by("station_id").len().sort("station_id")
+    )
 
 
 @dataclass

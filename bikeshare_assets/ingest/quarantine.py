@@ -4,6 +4,10 @@
         payload.<ext>   the bytes as received (or the unusable records, for a partial drop)
         reason.json     rule, message, city, asset, partition, source URL, times, what to do
 
+Two kinds of entries, told apart by `rule` (one definition for every count, see
+`is_rejected_batch`): a *rejected batch* (any contract rule: nothing of it was stored) and
+the unusable records of an *accepted* batch (`records_dropped`: the rest was stored).
+
 Folders are keyed by the content hash, so re-running a partition that fails the same way
 writes the same folder again (idempotent), while a different bad payload is kept beside it.
 """
@@ -17,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bikeshare_assets.storage import LakeStorage
+
+RECORDS_DROPPED = "records_dropped"
 
 
 @dataclass(frozen=True)
@@ -86,3 +92,27 @@ def list_quarantined(lake: LakeStorage, asset: str | None = None) -> list[dict[s
     prefix = f"quarantine/{asset}" if asset else "quarantine"
     reasons = [k for k in lake.list_keys(prefix) if k.endswith("reason.json")]
     return [json.loads(lake.read_bytes(k)) for k in reasons]
+
+
+def is_rejected_batch(record: dict[str, Any]) -> bool:
+    """A whole batch refused by the contract, as opposed to the few unusable records kept
+    from a batch that was accepted (rule `records_dropped`)."""
+    return record.get("rule") != RECORDS_DROPPED
+
+
+@dataclass(frozen=True)
+class QuarantineCounts:
+    rejected_batches: int
+    accepted_with_dropped_records: int
+
+    def summary(self) -> str:
+        """The one sentence `bikeshare quarantine` and `bikeshare demo` both print."""
+        return (
+            f"{self.rejected_batches} rejected batch(es), "
+            f"{self.accepted_with_dropped_records} accepted batch(es) with dropped records"
+        )
+
+
+def count_quarantined(records: list[dict[str, Any]]) -> QuarantineCounts:
+    rejected = sum(1 for r in records if is_rejected_batch(r))
+    return QuarantineCounts(rejected, len(records) - rejected)

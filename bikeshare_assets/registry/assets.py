@@ -47,6 +47,9 @@ class PromotionConfig(dg.Config):
     force: bool = False
 
 
+ALREADY_CHAMPION = "already champion (this MLflow run was registered before)"
+
+
 def gate_check_name(target: str) -> str:
     return f"promotion_gate_{target}"
 
@@ -97,18 +100,26 @@ def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
                 name,
                 model["model_uri"],
                 {"day": model["day"], "dagster.run_id": context.run.run_id},
+                run_id=model["mlflow_run_id"],
             )
             champion = alias_version(client, name, CHAMPION)
+            # Re-materializing a day whose model is already the champion: nothing to compare
+            # it with but itself, nothing to promote.
+            already_champion = champion is not None and str(champion.version) == str(
+                version.version
+            )
             rows_for_gate = load_test_rows(model["mlflow_run_id"])
             champion_score = (
                 score_on(name, champion.version, rows_for_gate, target)
-                if champion is not None
+                if champion is not None and not already_champion
                 else None
             )
             run = client.get_run(model["mlflow_run_id"])
             metrics = dict(run.data.metrics)
             gate = evaluate_gate(metrics, thresholds, champion_score)
-            if gate.passed or config.force:
+            if already_champion:
+                previous, decision = None, ALREADY_CHAMPION
+            elif gate.passed or config.force:
                 previous = promote(client, name, version.version)
                 decision = "promoted" if gate.passed else "promoted (forced past a failing gate)"
             else:

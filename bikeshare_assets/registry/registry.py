@@ -30,16 +30,38 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion |
         return None
 
 
+def registered_version_of(
+    client: MlflowClient, name: str, model_uri: str, run_id: str | None = None
+) -> ModelVersion | None:
+    """The version of `name` already registered from this model (same source URI, or the
+    same MLflow run), oldest first; None if there is none."""
+    versions = [
+        v
+        for v in client.search_model_versions(f"name='{name}'")
+        if v.source == model_uri or (run_id is not None and v.run_id == run_id)
+    ]
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
 def register_challenger(
-    client: MlflowClient, name: str, model_uri: str, tags: dict[str, str]
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    tags: dict[str, str],
+    run_id: str | None = None,
 ) -> ModelVersion:
+    """Register the model as `challenger`, idempotently: re-materializing the same day (the
+    same MLflow run) reuses its existing version instead of registering v2, v3, … of one
+    model, which would each pass the gate against themselves and be promoted again."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(
             name, description="30-minute-ahead stockout classifier (bikeshare_assets)."
         )
-    version = mlflow.register_model(model_uri, name, tags=tags)
+    version = registered_version_of(client, name, model_uri, run_id)
+    if version is None:
+        version = mlflow.register_model(model_uri, name, tags=tags)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return version
 

@@ -28,7 +28,7 @@ from bikeshare_assets.cities import SourceMode
 from bikeshare_assets.features.compute import FEATURE_COLUMNS
 from bikeshare_assets.partitions import city_partitions
 from bikeshare_assets.registry import registry as mlflow_registry
-from bikeshare_assets.registry.assets import gate_check_name
+from bikeshare_assets.registry.assets import ALREADY_CHAMPION, gate_check_name
 from bikeshare_assets.registry.registry import (
     CHALLENGER,
     CHAMPION,
@@ -122,14 +122,16 @@ class Registry:
         return stockout_model
 
     def register(
-        self, split: Split, model: TrainedTarget
+        self, split: Split | None, model: TrainedTarget | None
     ) -> tuple[dg.ExecuteInProcessResult, dict]:
-        """Train-day run: log the model, then the registry asset (with its gate) on it."""
-        self.pending.append((split, model))
+        """Train-day run: log the model, then the registry asset (with its gate) on it.
+        Without a model: only the registry asset again, on the day's stored stockout_model."""
+        if model is not None:
+            self.pending.append((split, model))  # type: ignore[arg-type]
         registry = next(a for a in self.defs.assets or [] if REGISTRY in a.keys)
         result = dg.materialize(
             [self.stand_in, registry],
-            selection=[self.stand_in.key, REGISTRY],
+            selection=[self.stand_in.key, REGISTRY] if model is not None else [REGISTRY],
             partition_key=SIM_LAST_DAY,
             instance=self.instance,
             resources=self.defs.resources,
@@ -280,3 +282,36 @@ def rule_of(row: dict, name: str) -> dict:
 
 def failed_rules(row: dict) -> list[str]:
     return [r["rule"] for r in json.loads(row["gate"])["rules"] if not r["passed"]]
+
+
+def test_rematerializing_the_registry_reuses_the_version_of_the_same_run(
+    registry: Registry,
+) -> None:
+    # v1: the first model, promoted. Then the same day's registry again, twice.
+    result, first = registry.register(simulated_split(SPLIT_B), trained(TARGET, SPLIT_B))
+    assert result.success, step_failure_message(result)
+    assert (first["version"], first["decision"]) == ("1", "promoted")
+    promoted_at = registry.tags("1")["promoted_at"]
+
+    for _ in range(2):
+        result, again = registry.register(None, None)
+        assert result.success, step_failure_message(result)
+        assert (again["version"], again["champion_version"]) == ("1", "1")
+        assert again["decision"] == ALREADY_CHAMPION
+        assert again["previous_champion"] is None
+
+    versions = registry.client.search_model_versions(f"name='{NAME}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert registry.tags("1")["promoted_at"] == promoted_at  # not promoted again
+    assert "previous_champion" not in registry.tags("1")
+    docks = registry.client.search_model_versions(f"name='{registered_model_name(CITY, DOCKS)}'")
+    assert len(docks) == 1
+
+    # A refused model re-materialized keeps its one version, and the champion stays.
+    result, bad = registry.register(shuffled_split(), trained_on_shuffled_labels(TARGET))
+    assert not result.success and bad["version"] == "2"
+    result, bad_again = registry.register(None, None)
+    assert not result.success
+    assert (bad_again["version"], bad_again["decision"]) == ("2", "rejected: champion unchanged")
+    assert len(registry.client.search_model_versions(f"name='{NAME}'")) == 2
+    assert (registry.alias(CHAMPION), registry.alias(CHALLENGER)) == ("1", "2")
