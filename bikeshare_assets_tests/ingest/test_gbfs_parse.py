@@ -69,7 +69,7 @@ def received(doc: dict[str, Any]) -> datetime:
 def accept_status(body: bytes, at: datetime = SNAPSHOT) -> ParsedBatch:
     """The reject rules exactly as the raw asset applies them to a status document."""
     batch = parse_station_status(body, snapshot_at=at, received_at=at)
-    check_missing_rate(batch.dropped, batch.records_received)
+    check_missing_rate(batch.dropped, batch.records_in_service)
     enforce_schema(StationStatusSchema, batch.frame)
     return batch
 
