@@ -272,10 +272,12 @@ def dead_feed(batch: ParsedBatch, *, received_at: datetime) -> RuleOutcome | Non
         why = f"none of the {listed} stations listed is in service (planned or not installed)"
     elif batch.last_updated is not None and batch.last_updated < received_at - STALE_AFTER:
         rule = "stale_feed"
+        age_h = (received_at - batch.last_updated).total_seconds() / 3600
         why = (
             f"the document's last_updated {batch.last_updated.isoformat()} is "
-            f"{received_at - batch.last_updated} before it was received "
-            f"({received_at.isoformat()}); the limit is {STALE_AFTER}"
+            + (f"{age_h / 24:.0f} days" if age_h >= 48 else f"{age_h:.1f} hours")
+            + f" before it was received ({received_at.isoformat()}); the limit is "
+            f"{STALE_AFTER.total_seconds() / 3600:g} hours"
         )
     else:
         return None
