@@ -417,6 +417,65 @@ def test_live_feed_serving_a_months_old_document_is_a_gap_with_a_failed_check(
     assert (folder / "payload.json").read_bytes() == recorded
 
 
+def _hostile(case: str) -> bytes:
+    """The real Vélib' document, published now, broken one way."""
+    doc = json.loads(published_now(VELIB / "station_status.json"))
+    stations = doc["data"]["stations"]
+    if case == "deeply nested":
+        return b'{"data": {"stations": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    if case == "lone surrogate id":
+        stations[7]["station_id"] = "\udc80"
+    elif case == "empty list":
+        doc["data"]["stations"] = []
+    elif case == "planned stations":
+        for station in stations[:151]:
+            station.update(status="PLANNED", is_installed=0)
+            del station["last_reported"]
+    return json.dumps(doc).encode()
+
+
+def test_hostile_live_documents_through_the_asset(tmp_path, home, instance, velib_server):
+    """Through the real asset: a clear rejection (a Dagster Failure, nothing stored), a
+    dropped record, a dead-feed gap with a failed check, stations reported not in service."""
+    server, url = velib_server
+    feed = "/velib/fr/station_status.json"
+    defs, status_key, day_key = live_defs(tmp_path, home, url)
+    assert materialize_range(defs, instance, INFO, day_key).success
+    part = status_file(home / "lake", status_key)
+
+    server.script(feed, [Reply(body=_hostile("deeply nested"))])
+    result = materialize_range(defs, instance, STATUS, status_key)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data is not None  # BatchRejected, no crash
+    assert "rule `malformed_json`" in step_failure_message(result)
+    assert not part.exists()
+
+    server.script(feed, [Reply(body=_hostile("lone surrogate id"))])
+    result = materialize_range(defs, instance, STATUS, status_key)
+    assert result.success, step_failure_message(result)
+    md = materializations(result)[status_key]
+    assert (md["rows"], md["records_dropped"]) == (1510, 1)
+
+    server.script(feed, [Reply(body=_hostile("planned stations"))])
+    result = materialize_range(defs, instance, STATUS, status_key)
+    assert result.success, step_failure_message(result)
+    md = materializations(result)[status_key]
+    assert (md["rows"], md["stations_not_in_service"], md["records_dropped"]) == (1360, 151, 0)
+
+    server.script(feed, [Reply(body=_hostile("empty list"))])
+    result = materialize_range(defs, instance, STATUS, status_key)
+    assert result.success, step_failure_message(result)
+    md = materializations(result)[status_key]
+    assert (md["gap"], md["rows"], md["dead_feed"]) == (True, 0, "empty_feed")
+    assert pl.read_parquet(part).is_empty()
+    fresh = dg.AssetCheckKey(STATUS_KEY, "last_reported_fresh")
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [fresh], partition_filter=PartitionKeyFilter(key=status_key)
+    )[fresh]
+    assert latest.status == AssetCheckExecutionRecordStatus.FAILED
+
+
 def test_dead_live_feed_is_quarantined_as_source_unavailable(
     tmp_path, home, instance, velib_server
 ) -> None:
