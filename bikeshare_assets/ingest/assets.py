@@ -25,6 +25,7 @@ from bikeshare_assets.ingest.contracts import (
     WeatherSchema,
     check_missing_rate,
     contract_passed,
+    dead_feed,
     enforce_schema,
     information_quality_rules,
     status_quality_rules,
@@ -38,6 +39,7 @@ from bikeshare_assets.ingest.gbfs import (
     empty_frame,
     parse_station_information,
     parse_station_status,
+    quote,
 )
 from bikeshare_assets.ingest.quarantine import RECORDS_DROPPED, quarantine_batch
 from bikeshare_assets.ingest.resources import FeedSources
@@ -147,7 +149,7 @@ def _accept_feed(
     """Shared path of both GBFS feeds: parse → missing-rate budget → contract → uniqueness."""
     try:
         batch = parse(doc.body)
-        check_missing_rate(batch.dropped, batch.records_received)
+        check_missing_rate(batch.dropped, batch.records_in_service)
         enforce_schema(schema, batch.frame)
     except ContractViolation as violation:
         _reject(lake, city, asset, result, violation, doc.body, "json", doc.url, doc.received_at)
@@ -159,7 +161,7 @@ def _accept_feed(
             asset=asset,
             city=city.key,
             partition=result.partition,
-            payload="\n".join(json.dumps(d, default=str) for d in batch.dropped).encode(),
+            payload="\n".join(_json_line(d) for d in batch.dropped).encode(),
             payload_ext="jsonl",
             rule=RECORDS_DROPPED,
             message=f"{len(batch.dropped)} unusable record(s) dropped from an accepted batch",
@@ -181,7 +183,18 @@ def _accept_feed(
             "records_dropped": len(batch.dropped),
         }
     )
+    if batch.not_in_service:
+        result.metadata["stations_not_in_service"] = len(batch.not_in_service)
+        result.metadata["stations_not_in_service_examples"] = batch.not_in_service[:10]
     return batch
+
+
+def _json_line(dropped: dict[str, Any]) -> str:
+    """One dropped record as JSON; one nested too deeply to encode is kept as a short repr."""
+    try:
+        return json.dumps(dropped, default=str)
+    except (RecursionError, ValueError):
+        return json.dumps({"record": quote(dropped["record"]), "reason": dropped["reason"]})
 
 
 def ingest_information(
@@ -235,15 +248,36 @@ def ingest_status(
         ),
         StationStatusSchema,
     )
-    if batch is not None:
-        result.frame = batch.frame
-        result.outcomes += status_quality_rules(
-            batch.frame, information, received_at=doc.received_at
+    if batch is None:
+        return result
+    dead = dead_feed(batch, received_at=doc.received_at)
+    if dead is not None:
+        # Answered, but not a current snapshot: a gap, with the document kept to look at.
+        result.gap = True
+        result.outcomes.append(dead)
+        result.metadata["dead_feed"] = dead.metadata["dead_feed"]
+        result.metadata["dead_feed_quarantine"] = quarantine_batch(
+            lake,
+            asset="raw_station_status",
+            city=city.key,
+            partition=partition,
+            payload=doc.body,
+            payload_ext="json",
+            rule=dead.metadata["dead_feed"],
+            message=dead.description,
+            source_url=doc.url,
+            received_at=doc.received_at,
+            what_to_do="The feed answers but does not update. Check the operator's status "
+            f"page or the city's gbfs_url; partition {partition} stays a gap.",
+            details=dead.metadata,
         )
-        known = information.height
-        reporting = batch.frame.join(information, on="station_id", how="semi").height
-        result.metadata["stations"] = batch.frame.height
-        result.metadata["station_coverage"] = round(reporting / known, 4) if known else None
+        return result
+    result.frame = batch.frame
+    result.outcomes += status_quality_rules(batch.frame, information, received_at=doc.received_at)
+    known = information.height
+    reporting = batch.frame.join(information, on="station_id", how="semi").height
+    result.metadata["stations"] = batch.frame.height
+    result.metadata["station_coverage"] = round(reporting / known, 4) if known else None
     return result
 
 
@@ -308,7 +342,7 @@ def _finish(
     metadata and per-partition check results."""
     key = context.assets_def.key
     rejected = [r for r in results if r.rejected is not None]
-    log_partition_checks(context, key, {r.partition: r.outcomes for r in results if not r.gap})
+    log_partition_checks(context, key, {r.partition: r.outcomes for r in results if r.outcomes})
     if rejected:
         lines = [
             f"- {city.key}/{asset} partition {r.partition}: rule `{r.rejected.rule}` — "  # type: ignore[union-attr]
@@ -352,9 +386,10 @@ def _progress(context: dg.AssetExecutionContext, asset: str, i: int, total: int)
 CHECK_DESCRIPTIONS = {
     "contract": "Reject rules: pandera schema (types, required fields, physical ranges, unique "
     "station ids) and <= 5% unusable records. A failure quarantines the batch.",
-    "within_capacity": "Counts within [0, capacity] and bikes + docks <= capacity + disabled "
+    "within_capacity": "Counts within [0, capacity] and bikes + docks + disabled <= capacity "
     "for >= 95% of stations.",
-    "last_reported_fresh": "<= 10% of stations silent for more than 2 hours.",
+    "last_reported_fresh": "<= 10% of stations silent for more than 2 hours; fails (ERROR) "
+    "for a dead feed: no station listed or in service, or a document older than 2 hours.",
     "timestamps_utc": "UTC timestamps; none in the future (local time sent as UTC).",
     "coordinates_near_city": "Every station within the city's radius (swapped lat/lon).",
     "capacity_present": ">= 90% of stations publish a capacity.",

@@ -23,7 +23,7 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from pandera.engines.polars_engine import DateTime
 from sklearn.metrics.pairwise import haversine_distances
 
-from bikeshare_assets.ingest.gbfs import ContractViolation
+from bikeshare_assets.ingest.gbfs import ContractViolation, ParsedBatch
 
 UTC_KW = {"time_unit": "us", "time_zone": "UTC"}
 
@@ -217,10 +217,12 @@ def status_quality_rules(
         (pl.col("bikes_available") > pl.col("capacity"))
         | (pl.col("docks_available").fill_null(0) > pl.col("capacity"))
     )
+    # GBFS capacity counts every dock, working or not: each holds an available or a
+    # disabled bike, or is free or disabled, so the four counts add up to at most capacity.
     disabled = pl.col("bikes_disabled").fill_null(0) + pl.col("docks_disabled").fill_null(0)
     over_sum = with_capacity.filter(
-        pl.col("bikes_available") + pl.col("docks_available").fill_null(0)
-        > pl.col("capacity") + disabled
+        pl.col("bikes_available") + pl.col("docks_available").fill_null(0) + disabled
+        > pl.col("capacity")
     )
     snapshot_end = received_at
     stale = status.filter(pl.col("last_reported") < snapshot_end - STALE_AFTER)
@@ -237,7 +239,8 @@ def status_quality_rules(
             max(_rate(over.height, n), _rate(over_sum.height, n)),
             CAPACITY_VIOLATION_MAX,
             f"{over.height} of {n} stations report more bikes or free docks than their "
-            f"capacity; {over_sum.height} report bikes + free docks above capacity + disabled. "
+            f"capacity; {over_sum.height} report bikes + free docks + disabled bikes and docks "
+            "above capacity. "
             "Vélib' lets bikes overflow a full station, so a few of each are normal.",
             {
                 "share_count_above_capacity": _rate(over.height, n),
@@ -271,8 +274,55 @@ def status_quality_rules(
     ]
 
 
+def dead_feed(batch: ParsedBatch, *, received_at: datetime) -> RuleOutcome | None:
+    """A station_status document that is not a current snapshot, or None when it is.
+
+    Three ways a feed is dead while still answering 200: it lists no stations, it lists
+    none in service (a system closed for the winter), or its `last_updated` is more than
+    STALE_AFTER before it was received (a frozen export served for months). Storing such a
+    document as "the snapshot at t" would teach the model that nothing moves; the caller
+    records a gap instead, and this outcome fails the partition's freshness check."""
+    listed, usable = batch.records_received, batch.frame.height
+    if listed == 0:
+        rule, why = "empty_feed", "the feed lists no stations"
+    elif usable == 0 and batch.not_in_service:
+        rule = "no_station_in_service"
+        why = f"none of the {listed} stations listed is in service (planned or not installed)"
+    elif batch.last_updated is not None and batch.last_updated < received_at - STALE_AFTER:
+        rule = "stale_feed"
+        age_h = (received_at - batch.last_updated).total_seconds() / 3600
+        why = (
+            f"the document's last_updated {batch.last_updated.isoformat()} is "
+            + (f"{age_h / 24:.0f} days" if age_h >= 48 else f"{age_h:.1f} hours")
+            + f" before it was received ({received_at.isoformat()}); the limit is "
+            f"{STALE_AFTER.total_seconds() / 3600:g} hours"
+        )
+    else:
+        return None
+    updated = batch.last_updated
+    return RuleOutcome(
+        "last_reported_fresh",
+        False,
+        dg.AssetCheckSeverity.ERROR,
+        1.0,  # no station of a dead feed has a current report
+        STALE_RATE_MAX,
+        f"Dead feed (`{rule}`): {why}. Recorded as a gap, not as a snapshot.",
+        {
+            "dead_feed": rule,
+            "document_last_updated": None if updated is None else updated.isoformat(),
+            "document_age_hours": (
+                None if updated is None else (received_at - updated).total_seconds() / 3600
+            ),
+            "records_received": listed,
+            "stations_not_in_service": len(batch.not_in_service),
+        },
+    )
+
+
 def distance_km(lat: pl.Series, lon: pl.Series, center: tuple[float, float]) -> pl.Series:
     """Great-circle distance of each station to a point (scikit-learn's haversine)."""
+    if lat.is_empty():  # scikit-learn refuses an empty array
+        return pl.Series("distance_km", [], dtype=pl.Float64)
     points = np.radians(np.column_stack([lat.to_numpy(), lon.to_numpy()]))
     origin = np.radians(np.array([center]))
     return pl.Series("distance_km", haversine_distances(points, origin)[:, 0] * EARTH_RADIUS_KM)

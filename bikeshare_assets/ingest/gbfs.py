@@ -10,6 +10,7 @@ absorbed becomes a `ContractViolation`, which the caller quarantines.
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,18 @@ INFORMATION_SCHEMA: dict[str, pl.DataType] = {
 STATUS_REQUIRED = ("station_id", "bikes_available", "last_reported")
 INFORMATION_REQUIRED = ("station_id", "lat", "lon")
 
+# last_reported values feeds send for "never reported" (the field is required, so they fill
+# it): 1970-01-01T00:00:00Z and one second before. Read as missing, not as a 1970 report.
+SENTINEL_EPOCHS = frozenset({-1.0, 0.0})
+# A station's `status` (PBSC feeds, not in the spec) that means it is on the street.
+IN_SERVICE_STATUSES = frozenset({"IN_SERVICE", "ACTIVE"})
+
+# Unusable values are quoted in drop reasons, quarantine files and check metadata: bounded
+# in length and depth, so a 10 MB string or a 900-level nested list stays a short line.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother = 3, 60, 60
+_QUOTE.maxlist = _QUOTE.maxdict = _QUOTE.maxtuple = 4
+
 
 class ContractViolation(Exception):
     """A batch breaks the data contract; `rule` names which rule, for quarantine and alerts."""
@@ -69,17 +82,41 @@ class ParsedBatch:
     exact_duplicates: int = 0
     version: str = ""
     last_updated: datetime | None = None
+    # Stations the feed marks as not on the street (is_installed false, status PLANNED...)
+    # that lack a field an in-service station must have: reported, not counted as unusable.
+    not_in_service: list[dict[str, Any]] = field(default_factory=list)  # {"station_id", "reason"}
+
+    @property
+    def records_in_service(self) -> int:
+        """The records the missing-rate budget applies to."""
+        return self.records_received - len(self.not_in_service)
 
     @property
     def missing_rate(self) -> float:
-        return len(self.dropped) / self.records_received if self.records_received else 0.0
+        n = self.records_in_service
+        return len(self.dropped) / n if n else 0.0
+
+
+def quote(value: Any) -> str:
+    """A short, printable repr of a feed value for messages (never raises, never huge)."""
+    try:
+        return _QUOTE.repr(value)
+    except (RecursionError, ValueError):  # ValueError: an int with more than 4300 digits
+        return f"<unprintable {type(value).__name__}>"
 
 
 def load_json(body: bytes) -> dict[str, Any]:
     """Decode a feed body; anything but a JSON object is a contract violation."""
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:
+        raise ContractViolation(
+            "malformed_json",
+            "the body nests JSON arrays/objects too deeply to decode (no GBFS document is "
+            "more than a few levels deep)",
+            details={"bytes": len(body)},
+        ) from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int over 4300 digits
         raise ContractViolation(
             "malformed_json", f"the body is not valid JSON ({exc})", details={"bytes": len(body)}
         ) from exc
@@ -120,16 +157,34 @@ def parse_timestamp(value: Any) -> datetime | None:
         text = value.strip()
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+            if parsed.tzinfo is None:  # a naive RFC 3339 time is not allowed by the spec
+                return None
+            # OverflowError: "0001-01-01T00:00:00+01:00" is a valid string but before year 1
+            # once in UTC.
+            return parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
             return None
-        if parsed.tzinfo is None:  # a naive RFC 3339 time is not allowed by the spec
-            return None
-        return parsed.astimezone(UTC)
     return None
 
 
+def _is_sentinel(ts: datetime) -> bool:
+    return ts.timestamp() in SENTINEL_EPOCHS
+
+
 def document_last_updated(doc: Mapping[str, Any]) -> datetime | None:
-    return parse_timestamp(doc.get("last_updated", doc.get("lastUpdatedOther")))
+    """When the feed says it last updated the document; None when absent, unusable or -1/0."""
+    ts = parse_timestamp(doc.get("last_updated", doc.get("lastUpdatedOther")))
+    return None if ts is None or _is_sentinel(ts) else ts
+
+
+def _version(doc: Mapping[str, Any]) -> str:
+    """The declared GBFS version (1.x feeds have none), as a short printable string."""
+    value = doc.get("version", "1.0")
+    if isinstance(value, str) and isinstance(_text(value), str):
+        return value[:20]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)[:20]
+    return "unknown"
 
 
 class _Invalid:
@@ -137,6 +192,26 @@ class _Invalid:
 
     def __init__(self, raw: Any):
         self.raw = raw
+
+
+def _text(value: str) -> str | _Invalid:
+    """A string that can be stored: a lone surrogate ("\\ud800" in the JSON) cannot be
+    written as UTF-8, so it makes the value unusable instead of crashing the whole frame."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _Invalid(value)
+    return value
+
+
+def _reported(value: Any) -> datetime | _Invalid | None:
+    """A station's last_reported: -1/0 are "never reported" (missing), garbage is unusable."""
+    if value is None:
+        return None
+    ts = parse_timestamp(value)
+    if ts is None:
+        return _Invalid(value)
+    return None if _is_sentinel(ts) else ts
 
 
 def _int(value: Any) -> int | _Invalid | None:
@@ -148,8 +223,11 @@ def _int(value: Any) -> int | _Invalid | None:
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
+        try:
+            return int(value.strip())
+        except ValueError:  # more than 4300 digits
+            return _Invalid(value)
     return _Invalid(value)
 
 
@@ -184,8 +262,10 @@ def _station_id(value: Any) -> str | _Invalid | None:
         return None
     if isinstance(value, bool):
         return _Invalid(value)
-    if isinstance(value, int | str):
-        return str(value).strip() or None
+    if isinstance(value, str):
+        return _text(value.strip()) if value.strip() else None
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**30 else _Invalid(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return _Invalid(value)
@@ -198,17 +278,22 @@ def _first(record: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
-def _localized(value: Any, language: str | None) -> str | None:
+def _localized(value: Any, language: str | None) -> str | _Invalid | None:
     """GBFS 3.0 names are [{"language", "text"}]; earlier versions are plain strings."""
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, list):
-        texts = [v for v in value if isinstance(v, Mapping) and "text" in v]
+        texts = [v for v in value if isinstance(v, Mapping) and isinstance(v.get("text"), str)]
         for item in texts:
-            if language and str(item.get("language", "")).lower().startswith(language.lower()):
-                return str(item["text"])
-        return str(texts[0]["text"]) if texts else None
-    return str(value)
+            lang = item.get("language")
+            if language and isinstance(lang, str) and lang.lower().startswith(language.lower()):
+                return _text(item["text"])
+        return _text(texts[0]["text"]) if texts else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return _Invalid(value)
 
 
 _INT32 = (-(2**31), 2**31 - 1)
@@ -244,8 +329,12 @@ def _finish(
     constant: Mapping[str, Any],
     version: str,
     last_updated: datetime | None,
+    out_of_service: Mapping[int, str] | None = None,
 ) -> ParsedBatch:
-    """Drop unusable records (kept for quarantine), remove exact duplicates, build the frame."""
+    """Drop unusable records (kept for quarantine), remove exact duplicates, build the frame.
+
+    `out_of_service` (record index -> why) names stations the feed itself marks as not on
+    the street: if such a record only lacks fields, it is reported, not counted as unusable."""
     n = len(raw)
     # Column-wise scan: feeds are clean almost always, so find the few bad records first
     # instead of inspecting every value of every record in Python.
@@ -253,12 +342,28 @@ def _finish(
     for name, values in rows.items():
         for i, value in enumerate(values):
             if isinstance(value, _Invalid):
-                problems.setdefault(i, []).append(f"{name}: unusable value {value.raw!r}")
+                problems.setdefault(i, []).append(f"{name}: unusable value {quote(value.raw)}")
     for name in required:
         for i, value in enumerate(rows[name]):
             if value is None:
                 problems.setdefault(i, []).append(f"{name}: missing")
-    dropped = [{"record": raw[i], "reason": "; ".join(problems[i])} for i in sorted(problems)]
+    # Only absent fields are excused: a garbage value is quarantined whatever the station.
+    excused = {
+        i: why
+        for i, why in (out_of_service or {}).items()
+        if i in problems
+        and isinstance(rows[key][i], str)
+        and all(p.endswith(": missing") for p in problems[i])
+    }
+    not_in_service = [
+        {"station_id": rows[key][i], "reason": f"{excused[i]}; " + "; ".join(problems[i])}
+        for i in sorted(excused)
+    ]
+    dropped = [
+        {"record": raw[i], "reason": "; ".join(problems[i])}
+        for i in sorted(problems)
+        if i not in excused
+    ]
     keep = [i for i in range(n) if i not in problems] if problems else range(n)
     data = (
         {name: [values[i] for i in keep] for name, values in rows.items()}
@@ -284,7 +389,21 @@ def _finish(
         exact_duplicates=before - frame.height,
         version=version,
         last_updated=last_updated,
+        not_in_service=not_in_service,
     )
+
+
+def _not_in_service(record: Mapping[str, Any], installed: Any) -> str | None:
+    """Why the feed says a station is not on the street, or None.
+
+    GBFS: `is_installed` false. PBSC feeds also send a `status` (PLANNED, NOT_IN_SERVICE,
+    END_OF_LIFE...) and leave out last_reported for such stations."""
+    status = record.get("status")
+    if isinstance(status, str) and status.strip().upper() not in IN_SERVICE_STATUSES:
+        return f"status {quote(status.strip())}"
+    if installed is False:
+        return "is_installed false"
+    return None
 
 
 def parse_station_status(
@@ -307,7 +426,8 @@ def parse_station_status(
             "last_reported",
         )
     }
-    for rec in raw:
+    out_of_service: dict[int, str] = {}
+    for i, rec in enumerate(raw):
         if not isinstance(rec, Mapping):
             rec = {}
         rows["station_id"].append(_station_id(rec.get("station_id")))
@@ -323,11 +443,10 @@ def parse_station_status(
         rows["docks_disabled"].append(_int(rec.get("num_docks_disabled")))
         for flag in ("is_installed", "is_renting", "is_returning"):
             rows[flag].append(_bool(rec.get(flag)))
-        reported = rec.get("last_reported")
-        ts = parse_timestamp(reported)
-        rows["last_reported"].append(
-            _Invalid(reported) if reported is not None and ts is None else ts
-        )
+        rows["last_reported"].append(_reported(rec.get("last_reported")))
+        why = _not_in_service(rec, rows["is_installed"][-1])
+        if why is not None:
+            out_of_service[i] = why
     return _finish(
         rows,
         STATUS_SCHEMA,
@@ -335,8 +454,9 @@ def parse_station_status(
         STATUS_REQUIRED,
         "station_id",
         {"snapshot_at": snapshot_at, "received_at": received_at},
-        str(doc.get("version", "1.0")),
+        _version(doc),
         document_last_updated(doc),
+        out_of_service,
     )
 
 
@@ -346,6 +466,12 @@ def parse_station_information(
     """station_information (any version) → one row per station for the day."""
     doc = load_json(body)
     raw = _stations(doc)
+    if not raw:
+        raise ContractViolation(
+            "no_stations",
+            "station_information lists no stations: without a station list the day's "
+            "snapshots cannot be checked against capacity or located",
+        )
     rows: dict[str, list[Any]] = {
         k: [] for k in ("station_id", "name", "lat", "lon", "capacity", "is_virtual_station")
     }
@@ -366,7 +492,7 @@ def parse_station_information(
         INFORMATION_REQUIRED,
         "station_id",
         {"as_of_day": as_of_day, "received_at": received_at},
-        str(doc.get("version", "1.0")),
+        _version(doc),
         document_last_updated(doc),
     )
 

@@ -145,7 +145,7 @@ class GbfsClient:
         body = response.content
         try:
             document = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise SourceError(
                 f"gbfs.json at {self.gbfs_url} is not valid JSON ({exc}); body starts "
                 f"{_excerpt(body)!r}. Check that gbfs_url points at the system's gbfs.json "
@@ -208,7 +208,13 @@ class GbfsClient:
             name, url = entry.get("name"), entry.get("url")
             if isinstance(name, str) and isinstance(url, str) and url:
                 # The spec demands absolute URLs; resolving keeps relative ones working too.
-                feeds[name] = urljoin(self.gbfs_url, url)
+                try:
+                    url.encode("utf-8")
+                    feeds[name] = urljoin(self.gbfs_url, url)
+                except ValueError:  # "http://[::1" or a lone surrogate: not a URL
+                    logger.warning(
+                        "gbfs.json at %s: skipping feed %r, bad url", self.gbfs_url, name
+                    )
         if not feeds:
             raise fail("lists no usable feeds (every entry needs a 'name' and a 'url')")
         return feeds
@@ -254,7 +260,7 @@ class GbfsClient:
 
         try:
             ttl = _ttl_of(json.loads(response.content))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             # Handed back as received: the parser rejects and quarantines it. Not cached, so
             # the next call asks the feed again instead of repeating the broken document.
             ttl = None

@@ -82,7 +82,10 @@ def quarantine_batch(
     lake.write_bytes(f"{folder}/{payload_file}", payload)
     lake.write_bytes(
         f"{folder}/reason.json",
-        json.dumps(asdict(record), indent=2, default=str, ensure_ascii=False).encode(),
+        # backslashreplace: a lone surrogate (unencodable) becomes its own JSON escape.
+        json.dumps(asdict(record), indent=2, default=str, ensure_ascii=False).encode(
+            errors="backslashreplace"
+        ),
     )
     return lake.uri(folder)
 

@@ -87,6 +87,10 @@ def parse_response(body: bytes, expected_rows: int) -> pl.DataFrame:
     nulls = [c for c in required[len(TARGETS) :] if frame.get_column(c).null_count()]
     if nulls:
         raise EndpointError("malformed", f"null values in {nulls}: {example!r}")
+    # Every stored prediction names the model behind it; "" would make it untraceable.
+    versions = frame.get_column("model_version").cast(pl.String)
+    if (versions.str.strip_chars() == "").any():
+        raise EndpointError("malformed", f"model_version is not a name: {example!r}")
     probabilities = frame.select(pl.col(f"p_{t}") for t in TARGETS)
     if (
         probabilities.select(((pl.all() < 0) | (pl.all() > 1) | pl.all().is_null()).any())
@@ -115,7 +119,7 @@ def _columnar_frame(
             "malformed", f"{bad} are not lists of {expected_rows} values (one per row sent)"
         )
     version = predictions["model_version"]
-    if not isinstance(version, str) or not version:
+    if not isinstance(version, str) or not version.strip():
         raise EndpointError("malformed", f"model_version is not a name: {version!r}")
     if expected_rows == 0:
         return None

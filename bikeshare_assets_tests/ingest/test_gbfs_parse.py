@@ -37,6 +37,9 @@ from bikeshare_assets.ingest.gbfs import (
     parse_station_information,
     parse_station_status,
 )
+from bikeshare_assets.ingest.quarantine import list_quarantined
+from bikeshare_assets.storage import LakeStorage
+from bikeshare_assets_tests.support.feeds import paris_city, run_status
 from bikeshare_assets_tests.support.gbfs_server import FIXTURES_DIR
 
 VELIB_STATUS = FIXTURES_DIR / "velib-2025" / "station_status.json"
@@ -69,7 +72,7 @@ def received(doc: dict[str, Any]) -> datetime:
 def accept_status(body: bytes, at: datetime = SNAPSHOT) -> ParsedBatch:
     """The reject rules exactly as the raw asset applies them to a status document."""
     batch = parse_station_status(body, snapshot_at=at, received_at=at)
-    check_missing_rate(batch.dropped, batch.records_received)
+    check_missing_rate(batch.dropped, batch.records_in_service)
     enforce_schema(StationStatusSchema, batch.frame)
     return batch
 
@@ -552,3 +555,148 @@ def test_timestamps_utc_flags_paris_local_time_sent_as_utc() -> None:
     assert not outcome.passed
     assert outcome.value == 25.0
     assert "25 station(s)" in outcome.description
+
+
+# --------------------------------------------------------------------------------------
+# Boundaries, and one-line bugs that would otherwise pass unnoticed
+# --------------------------------------------------------------------------------------
+
+LYON_STATUS = FIXTURES_DIR / "france-2026-03" / "lyon" / "station_status.json"
+
+
+@pytest.mark.parametrize(("broken", "accepted"), [(2, True), (3, False)])
+def test_missing_rate_of_exactly_5_percent_is_within_the_budget(
+    broken: int, accepted: bool
+) -> None:
+    """40 real Lyon stations: 2 unusable records are exactly 5% (the budget says "more
+    than 5%" is rejected), 3 are 7.5%."""
+    doc = load(LYON_STATUS)
+    assert len(doc["data"]["stations"]) == 40
+    for station in doc["data"]["stations"][:broken]:
+        del station["num_bikes_available"]
+
+    if accepted:
+        batch = accept_status(dump(doc), received(doc))
+        assert batch.missing_rate == 0.05 and batch.frame.height == 38
+    else:
+        violation = rejected(lambda b: accept_status(b, received(doc)), doc)
+        assert violation.rule == "missing_rate"
+        assert "3 of 40 records (7.5%)" in violation.message
+    assert check_missing_rate([{"reason": "x"}], 20) == 0.05
+
+
+@pytest.mark.parametrize(
+    ("document", "field", "column"),
+    [
+        ("status", "num_bikes_available", "bikes_available"),
+        ("status", "num_docks_available", "docks_available"),
+        ("status", "num_bikes_disabled", "bikes_disabled"),
+        ("status", "num_docks_disabled", "docks_disabled"),
+        ("information", "capacity", "capacity"),
+    ],
+)
+def test_exactly_1000_is_the_largest_accepted_count(document: str, field: str, column: str):
+    path, accept = (
+        (ECOBICI_STATUS, accept_status)
+        if document == "status"
+        else (ECOBICI_INFO, accept_information)
+    )
+    doc = load(path)
+    victim = doc["data"]["stations"][10]
+    victim[field] = 1000
+    frame = accept(dump(doc)).frame
+    row = frame.filter(pl.col("station_id") == victim["station_id"]).row(0, named=True)
+    assert row[column] == 1000
+
+    victim[field] = 1001
+    violation = rejected(accept, doc)
+    assert violation.rule == "out_of_range"
+    assert [e["column"] for e in violation.details["examples"]] == [column]
+
+
+@pytest.mark.parametrize("value", [5000, -2])
+def test_docks_disabled_out_of_range_is_rejected(value: int) -> None:
+    doc = load(ECOBICI_STATUS)
+    doc["data"]["stations"][10]["num_docks_disabled"] = value
+
+    violation = rejected(accept_status, doc)
+
+    assert violation.rule == "out_of_range"
+    assert [e["column"] for e in violation.details["examples"]] == ["docks_disabled"]
+
+
+def test_gbfs_30_num_vehicles_disabled_is_read_as_bikes_disabled() -> None:
+    doc = load(V30_STATUS)
+    station = doc["data"]["stations"][0]
+    assert "num_bikes_disabled" not in station
+    station["num_vehicles_disabled"] = 3
+
+    row = accept_status(dump(doc)).frame.row(0, named=True)
+
+    assert row["bikes_disabled"] == 3
+
+
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [("1", True), ("0", False), ("true", True), ("false", False), (" TRUE ", True), (1, True)],
+)
+def test_string_and_integer_booleans(sent: Any, read: bool) -> None:
+    doc = load(ECOBICI_STATUS)
+    victim = doc["data"]["stations"][10]
+    for flag in ("is_installed", "is_renting", "is_returning"):
+        victim[flag] = sent
+    info_doc = load(ECOBICI_INFO)
+    info_victim = info_doc["data"]["stations"][10]
+    info_victim["is_virtual_station"] = sent
+
+    status = accept_status(dump(doc)).frame
+    info = accept_information(dump(info_doc)).frame
+
+    row = status.filter(pl.col("station_id") == victim["station_id"]).row(0, named=True)
+    assert (row["is_installed"], row["is_renting"], row["is_returning"]) == (read, read, read)
+    virtual = info.filter(pl.col("station_id") == info_victim["station_id"])
+    assert virtual["is_virtual_station"].item() is read
+
+
+def test_disabled_bikes_and_docks_count_inside_capacity() -> None:
+    """GBFS capacity counts every dock: available + disabled bikes and free + disabled docks
+    add up to it. Every one of Ecobici's 667 real stations adds up exactly."""
+    status_doc, info_doc = load(ECOBICI_STATUS), load(ECOBICI_INFO)
+    capacity = {s["station_id"]: s["capacity"] for s in info_doc["data"]["stations"]}
+    stations = status_doc["data"]["stations"]
+    parts = ("num_bikes_available", "num_docks_available", "num_bikes_disabled")
+    assert all(
+        sum(s[p] for p in parts) + s["num_docks_disabled"] == capacity[s["station_id"]]
+        for s in stations
+    )
+    exact = quality(ECOBICI_STATUS, ECOBICI_INFO)["within_capacity"]
+    assert exact.passed and exact.metadata["share_sum_above_capacity"] == 0.0
+
+    # A feed that reports each disabled dock a second time, as free: bikes + free docks
+    # reach capacity while disabled ones are still there.
+    def double_counted(status: dict, _info: dict) -> None:
+        for s in status["data"]["stations"]:
+            s["num_docks_available"] += s["num_bikes_disabled"] + s["num_docks_disabled"]
+
+    victims = sum(1 for s in stations if s["num_bikes_disabled"] + s["num_docks_disabled"])
+    assert victims == 188
+    outcome = quality(ECOBICI_STATUS, ECOBICI_INFO, double_counted)["within_capacity"]
+    assert not outcome.passed
+    assert outcome.metadata["share_sum_above_capacity"] == pytest.approx(victims / 667)
+
+
+def test_quarantine_keeps_when_the_batch_was_received_not_when_it_was_quarantined(
+    tmp_path: Path,
+) -> None:
+    doc = load(ECOBICI_STATUS)
+    doc["data"]["stations"][10]["num_bikes_available"] = -3
+    at = received(doc)  # 2024-04-05: long before this test runs
+    lake = LakeStorage(root=str(tmp_path / "lake"))
+
+    result = run_status(lake, paris_city(tmp_path), dump(doc), at + timedelta(seconds=2))
+
+    assert result.rejected is not None
+    (reason,) = list_quarantined(lake)
+    assert reason["received_at"] == (at + timedelta(seconds=2)).isoformat()
+    quarantined_at = datetime.fromisoformat(reason["quarantined_at"])
+    assert quarantined_at > at + timedelta(days=365)

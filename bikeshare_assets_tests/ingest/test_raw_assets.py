@@ -344,6 +344,17 @@ def live_defs(tmp_path: Path, home: Path, gbfs_url: str, **env: str):
     return build_defs(settings), status_key, day_key
 
 
+def published_now(path: Path) -> bytes:
+    """The real Vélib' status document as if published now: every timestamp moved by the
+    same amount, so stations keep their real relative ages."""
+    doc = json.loads(path.read_bytes())
+    shift = int(datetime.now(UTC).timestamp()) - doc["lastUpdatedOther"]
+    doc["lastUpdatedOther"] += shift
+    for station in doc["data"]["stations"]:
+        station["last_reported"] += shift
+    return json.dumps(doc).encode()
+
+
 @pytest.fixture
 def velib_server():
     with GbfsServer() as server:
@@ -352,7 +363,7 @@ def velib_server():
             None,
             {
                 "station_information": VELIB / "station_information.json",
-                "station_status": VELIB / "station_status.json",
+                "station_status": published_now(VELIB / "station_status.json"),
             },
             languages=("fr",),
         )
@@ -377,6 +388,92 @@ def test_live_current_partition_through_the_local_gbfs_server(
     assert md["source_url"] == server.url("/velib/fr/station_status.json")
     assert md["station_coverage"] == 1.0
     assert server.hits("/velib/fr/station_status.json") == 1
+
+
+def test_live_feed_serving_a_months_old_document_is_a_gap_with_a_failed_check(
+    tmp_path, home, instance, velib_server
+) -> None:
+    """The recorded Vélib' document as served in 2025: a feed frozen for months still
+    answers 200, but its snapshot is not the one at t."""
+    server, url = velib_server
+    feed = "/velib/fr/station_status.json"
+    recorded = (VELIB / "station_status.json").read_bytes()
+    defs, status_key, day_key = live_defs(tmp_path, home, url)
+    assert materialize_range(defs, instance, INFO, day_key).success
+    server.script(feed, [Reply(body=recorded)])
+
+    result = materialize_range(defs, instance, STATUS, status_key)
+
+    assert result.success, step_failure_message(result)
+    md = materializations(result)[status_key]
+    assert (md["gap"], md["rows"], md["dead_feed"]) == (True, 0, "stale_feed")
+    assert pl.read_parquet(status_file(home / "lake", status_key)).is_empty()
+    checks = check_records(instance, STATUS_KEY, STATUS_CHECKS)
+    assert checks == {("contract", status_key): True, ("last_reported_fresh", status_key): False}
+    (reason,) = list_quarantined(LakeStorage(root=str(home / "lake")), "raw_station_status")
+    assert (reason["rule"], reason["partition"]) == ("stale_feed", status_key)
+    assert "2026-03-04T14:29:50+00:00" in reason["message"]
+    folder = Path(md["dead_feed_quarantine"])
+    assert (folder / "payload.json").read_bytes() == recorded
+
+
+def _hostile(case: str) -> bytes:
+    """The real Vélib' document, published now, broken one way."""
+    doc = json.loads(published_now(VELIB / "station_status.json"))
+    stations = doc["data"]["stations"]
+    if case == "deeply nested":
+        return b'{"data": {"stations": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    if case == "lone surrogate id":
+        stations[7]["station_id"] = "\udc80"
+    elif case == "empty list":
+        doc["data"]["stations"] = []
+    elif case == "planned stations":
+        for station in stations[:151]:
+            station.update(status="PLANNED", is_installed=0)
+            del station["last_reported"]
+    return json.dumps(doc).encode()
+
+
+def test_hostile_live_documents_through_the_asset(tmp_path, home, instance, velib_server):
+    """Through the real asset: a clear rejection (a Dagster Failure, nothing stored), a
+    dropped record, a dead-feed gap with a failed check, stations reported not in service."""
+    server, url = velib_server
+    feed = "/velib/fr/station_status.json"
+    defs, status_key, day_key = live_defs(tmp_path, home, url)
+    assert materialize_range(defs, instance, INFO, day_key).success
+    part = status_file(home / "lake", status_key)
+
+    server.script(feed, [Reply(body=_hostile("deeply nested"))])
+    result = materialize_range(defs, instance, STATUS, status_key)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data is not None  # BatchRejected, no crash
+    assert "rule `malformed_json`" in step_failure_message(result)
+    assert not part.exists()
+
+    server.script(feed, [Reply(body=_hostile("lone surrogate id"))])
+    result = materialize_range(defs, instance, STATUS, status_key)
+    assert result.success, step_failure_message(result)
+    md = materializations(result)[status_key]
+    assert (md["rows"], md["records_dropped"]) == (1510, 1)
+
+    server.script(feed, [Reply(body=_hostile("planned stations"))])
+    result = materialize_range(defs, instance, STATUS, status_key)
+    assert result.success, step_failure_message(result)
+    md = materializations(result)[status_key]
+    assert (md["rows"], md["stations_not_in_service"], md["records_dropped"]) == (1360, 151, 0)
+
+    server.script(feed, [Reply(body=_hostile("empty list"))])
+    result = materialize_range(defs, instance, STATUS, status_key)
+    assert result.success, step_failure_message(result)
+    md = materializations(result)[status_key]
+    assert (md["gap"], md["rows"], md["dead_feed"]) == (True, 0, "empty_feed")
+    assert pl.read_parquet(part).is_empty()
+    fresh = dg.AssetCheckKey(STATUS_KEY, "last_reported_fresh")
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [fresh], partition_filter=PartitionKeyFilter(key=status_key)
+    )[fresh]
+    assert latest.status == AssetCheckExecutionRecordStatus.FAILED
 
 
 def test_dead_live_feed_is_quarantined_as_source_unavailable(

@@ -157,6 +157,18 @@ MALFORMED = {
         lambda n: body(columnar(n, model_version=["v1"] * n)),
         "model_version is not a name",
     ),
+    "table with an empty model_version": (
+        lambda n: body(columnar(n, model_version="")),
+        "model_version is not a name",
+    ),
+    "table with a blank model_version": (
+        lambda n: body(columnar(n, model_version="  ")),
+        "model_version is not a name",
+    ),
+    "empty model_version": (
+        lambda n: body(rows(n, model_version="")),
+        "model_version is not a name",
+    ),
     "table probability above 1": (
         lambda n: body(columnar(n, p_stockout_docks=[1.5] * n)),
         "outside [0, 1]",
@@ -217,6 +229,29 @@ def test_nothing_listening_is_unavailable(snapshot: pl.DataFrame) -> None:
         score(transport, snapshot, timeout_s=2)
     assert caught.value.kind == "unavailable"
     assert_fallback(snapshot, predict_snapshot(snapshot, transport, 2, THRESHOLD), "unavailable:")
+
+
+def test_fallback_never_flags_a_station_whose_count_is_unknown(snapshot: pl.DataFrame) -> None:
+    """A null count is not zero: persistence has nothing to persist, so no alarm."""
+    unknown = snapshot.head(6).with_columns(
+        pl.when(pl.int_range(pl.len()) < 3)
+        .then(None)
+        .otherwise(pl.col("bikes_available"))
+        .alias("bikes_available"),
+        pl.when(pl.int_range(pl.len()) >= 3)
+        .then(None)
+        .otherwise(pl.col("docks_available"))
+        .alias("docks_available"),
+    )
+    result = predict_snapshot(unknown, None, timeout_s=2, threshold=THRESHOLD)
+    frame = result.frame
+    assert frame.get_column("p_stockout_bikes").head(3).to_list() == [0.0] * 3
+    assert frame.get_column("flag_stockout_bikes").head(3).to_list() == [False] * 3
+    assert frame.get_column("p_stockout_docks").tail(3).to_list() == [0.0] * 3
+    assert frame.get_column("flag_stockout_docks").tail(3).to_list() == [False] * 3
+    # The known counts are still judged: persistence at the threshold is a stockout.
+    known = unknown.tail(3).get_column("bikes_available") <= THRESHOLD
+    assert frame.get_column("flag_stockout_bikes").tail(3).to_list() == known.to_list()
 
 
 def test_no_endpoint_at_all_falls_back_and_says_how_to_deploy(snapshot: pl.DataFrame) -> None:

@@ -84,6 +84,7 @@ class GbfsServer:
     def __init__(self, routes: Path | str | Mapping[str, bytes | Path] | None = None) -> None:
         self._root: Path | None = None
         self._routes: dict[str, bytes] = {}
+        self._lock = threading.Lock()
         if isinstance(routes, str | Path):
             self._root = Path(routes).resolve()
         elif routes is not None:
@@ -91,7 +92,6 @@ class GbfsServer:
                 self.add(path, content)
         self._scripts: dict[str, deque[Reply]] = {}
         self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
         self._closing = threading.Event()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
