@@ -24,6 +24,7 @@ from typing import Any
 import mlflow
 import polars as pl
 
+from bikeshare_assets.errors import UserError
 from bikeshare_assets.serving.client import EndpointError, HttpTransport, score
 
 
@@ -40,7 +41,7 @@ class LocalEndpointState:
     log_file: str
 
 
-class DeploymentRefused(Exception):
+class DeploymentRefused(UserError):
     """The new version failed its health checks; the previous one keeps serving."""
 
 
