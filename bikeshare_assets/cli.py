@@ -417,11 +417,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     """`dagster asset materialize` for this project: the Dagster instance under
     BIKESHARE_HOME is created on first use, and --latest picks the newest complete partition
     (what a live schedule tick would run)."""
+    warnings.filterwarnings("ignore")  # Dagster's beta/preview notes drown the result
     import dagster as dg
 
     from bikeshare_assets.definitions import build_definitions
 
-    warnings.filterwarnings("ignore")  # Dagster's beta/preview notes drown the result
     settings = get_settings()
     defs = build_definitions(settings)
     graph = defs.get_repository_def().asset_graph
