@@ -513,12 +513,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     lake = _lake(settings)
     for key in cities:
+        if key not in settings.cities:
+            raise UserError(
+                f"--city {key}: not a city of this deployment {sorted(settings.cities)}"
+            )
         city = settings.cities[key]
         parts = city_partitions(city, settings.source)
         last_day = parts.days.get_last_partition_key()
         day = parts.days.time_window_for_partition_key(last_day)
-        sample = sample_features(lake, city, parts, day)
-        bundle = build_serving_bundle(tracking, key, sample)
+        try:  # nothing to serve yet: no features to health-check with, or no champion
+            sample = sample_features(lake, city, parts, day)
+            bundle = build_serving_bundle(tracking, key, sample)
+        except (ValueError, LookupError) as exc:
+            raise UserError(str(exc)) from exc
         deployed = endpoint.deploy(key, bundle.model_uri, bundle.label, sample)
         print(
             f"{key}: serving {bundle.label} at {deployed['address']} (POST /invocations, GET /ping)"
@@ -580,6 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a UserError (bad configuration, refused action) is printed as one line
     plus a hint, its traceback only with --debug or BIKESHARE_DEBUG=1."""
     args = _parser().parse_args(argv)
+    # Dagster's notes on beta/preview APIs the project uses are for developers, not operators.
+    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
     try:
         return int(args.func(args))
     except UserError as exc:

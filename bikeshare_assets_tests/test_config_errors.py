@@ -13,7 +13,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bikeshare_assets.cities import CITY_KEYS, DEFAULT_CITIES_FILE, REPLAY_KEYS, SIMULATE_KEYS
 from bikeshare_assets_tests.conftest import REPO, VENV_BIN, replay_table, write_cities
 
 # name -> (writes the cities file into a folder, extra environment, texts the error must name)
@@ -170,6 +169,8 @@ def test_dagster_definitions_validate_fails_with_the_same_message(bad_config, ho
 
 
 def test_every_key_is_documented_with_its_default_in_the_shipped_cities_file() -> None:
+    from bikeshare_assets.cities import CITY_KEYS, DEFAULT_CITIES_FILE, REPLAY_KEYS, SIMULATE_KEYS
+
     text = DEFAULT_CITIES_FILE.read_text(encoding="utf-8")
     for table, keys in (("", CITY_KEYS), (".replay", REPLAY_KEYS), (".simulate", SIMULATE_KEYS)):
         section = text[text.index(f"# [cities.<key>{table}]") :]
