@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -11,8 +12,9 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bikeshare_assets.errors import UserError
 from bikeshare_assets.redaction import redact_url
-from bikeshare_assets.settings import ENVIRONMENT_VARIABLES, Settings, get_settings
+from bikeshare_assets.settings import ENVIRONMENT_VARIABLES, Settings, debug_enabled, get_settings
 
 LAYERS = ("raw", "features", "model", "serving")
 
@@ -78,7 +80,14 @@ def _pipeline_stages(settings: Settings) -> list[Stage]:
                 [f"{city.key}/raw_station_information"],
                 parts.days,
             ),
-            Stage(f"{city.key}: weather (hourly)", "raw", [f"{city.key}/raw_weather"], parts.hours),
+        ]
+        if parts.has_weather:
+            stages.append(
+                Stage(
+                    f"{city.key}: weather (hourly)", "raw", [f"{city.key}/raw_weather"], parts.hours
+                )
+            )
+        stages += [
             Stage(
                 f"{city.key}: station status ({parts.cadence_minutes} min)",
                 "raw",
@@ -426,6 +435,68 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_materialize(args: argparse.Namespace) -> int:
+    """`dagster asset materialize` for this project: the Dagster instance under
+    BIKESHARE_HOME is created on first use, and --latest picks the newest complete partition
+    (what a live schedule tick would run)."""
+    warnings.filterwarnings("ignore")  # Dagster's beta/preview notes drown the result
+    import dagster as dg
+
+    from bikeshare_assets.definitions import build_definitions
+
+    settings = get_settings()
+    defs = build_definitions(settings)
+    graph = defs.get_repository_def().asset_graph
+    selection = [s.strip() for s in args.select.split(",") if s.strip()]
+    keys = [dg.AssetKey.from_user_string(s) for s in selection]
+    unknown = [s for s, k in zip(selection, keys, strict=True) if not graph.has(k)]
+    if unknown or not keys:
+        known = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+        raise UserError(f"--select {unknown or args.select!r}: no such asset; assets: {known}")
+    pdefs = {graph.get(k).partitions_def for k in keys}
+    pdef = pdefs.pop()
+    if pdefs or not isinstance(pdef, dg.TimeWindowPartitionsDefinition):
+        raise UserError(
+            f"--select {selection}: select assets of one partitioning per command (snapshots, "
+            "hours or days), e.g. paris/raw_station_status,paris/station_features."
+        )
+    if args.latest:
+        first = last = pdef.get_last_partition_key()
+        if first is None:
+            raise UserError(f"{selection[0]}: no complete partition yet (it starts {pdef.start}).")
+    elif args.partition_range:
+        first, _, last = args.partition_range.partition("...")
+    else:
+        first = last = args.partition
+    for key in (first, last):
+        if not pdef.has_partition_key(key):
+            raise UserError(
+                f"{selection[0]}: partition {key!r} does not exist; partitions run from "
+                f"{pdef.get_first_partition_key()} to {pdef.get_last_partition_key()} "
+                f"({pdef.fmt}, UTC)."
+            )
+    instance = _prepare_instance(settings)
+    stage = Stage(f"materialize {','.join(selection)}", "raw", selection, pdef, first, last)
+    ok = _run_stage(defs, instance, stage)
+    for asset, info in stage.result.get("assets", {}).items():
+        print(
+            f"{asset}: {info['partitions']} partition(s) {first}..{last}, {info['rows']} rows, "
+            f"{info['gaps']} gap(s), {stage.result['seconds']:.1f}s"
+        )
+    failed = stage.result.get("checks_failed") or {}
+    print(
+        f"asset checks: {stage.result.get('checks', 0)} evaluated; failed: "
+        + (", ".join(f"{n} {c}" for n, c in sorted(failed.items())) or "none")
+        + f"; run {stage.result.get('run_id')} on DAGSTER_HOME={settings.dagster_home}"
+    )
+    if not ok:
+        print(
+            f"FAILED: {stage.result.get('error', 'see the run in the Dagster UI')}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     for name, default, meaning in ENVIRONMENT_VARIABLES:
         current = os.environ.get(name)
@@ -472,12 +543,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     lake = _lake(settings)
     for key in cities:
+        if key not in settings.cities:
+            raise UserError(
+                f"--city {key}: not a city of this deployment {sorted(settings.cities)}"
+            )
         city = settings.cities[key]
         parts = city_partitions(city, settings.source)
         last_day = parts.days.get_last_partition_key()
         day = parts.days.time_window_for_partition_key(last_day)
-        sample = sample_features(lake, city, parts, day)
-        bundle = build_serving_bundle(tracking, key, sample)
+        try:  # nothing to serve yet: no features to health-check with, or no champion
+            sample = sample_features(lake, city, parts, day)
+            bundle = build_serving_bundle(tracking, key, sample)
+        except (ValueError, LookupError) as exc:
+            raise UserError(str(exc)) from exc
         deployed = endpoint.deploy(key, bundle.model_uri, bundle.label, sample)
         print(
             f"{key}: serving {bundle.label} at {deployed['address']} (POST /invocations, GET /ping)"
@@ -538,13 +616,36 @@ def cmd_endpoint_rollback(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a UserError (bad configuration, refused action) is printed as one line
+    plus a hint, its traceback only with --debug or BIKESHARE_DEBUG=1."""
+    args = _parser().parse_args(argv)
+    # Dagster's notes on beta/preview APIs the project uses are for developers, not operators.
+    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        if args.debug or debug_enabled():
+            raise
+        print(f"bikeshare {args.command}: {' '.join(str(exc).split())}", file=sys.stderr)
+        print("(--debug or BIKESHARE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
     # A terminal tool: MLflow's per-download progress bars and INFO lines drown the summary.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow sets its own loggers' level from this variable when it is first imported.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # --debug before or after the command; the subcommand's copy must not reset the global one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
     parser = argparse.ArgumentParser(prog="bikeshare", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser = functools.partial(sub.add_parser, parents=[common])  # type: ignore[method-assign]
     demo = sub.add_parser("demo", help="materialize the whole embedded period end to end")
     demo.add_argument(
         "--until", choices=LAYERS, default=LAYERS[-1], help="stop after this layer (default: all)"
@@ -573,11 +674,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("env", help="list the environment variables and their values").set_defaults(
         func=cmd_env
     )
+    mat = sub.add_parser(
+        "materialize",
+        help="materialize assets over partitions on the project's Dagster instance",
+        description="Like `dagster asset materialize -m bikeshare_assets.definitions`, with "
+        "DAGSTER_HOME prepared under BIKESHARE_HOME and --latest for live mode.",
+    )
+    mat.add_argument(
+        "--select", required=True, help="comma-separated asset keys, e.g. paris/raw_station_status"
+    )
+    which = mat.add_mutually_exclusive_group(required=True)
+    which.add_argument("--partition", help="one partition key, e.g. 2025-09-12-08:00")
+    which.add_argument("--partition-range", help="FIRST...LAST, run as one single-run backfill")
+    which.add_argument(
+        "--latest", action="store_true", help="the newest complete partition (live mode)"
+    )
+    mat.set_defaults(func=cmd_materialize)
     q = sub.add_parser("quarantine", help="list rejected batches and why")
     q.add_argument("--asset", default=None, help="only this raw asset (e.g. raw_station_status)")
     q.set_defaults(func=cmd_quarantine)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return parser
 
 
 if __name__ == "__main__":

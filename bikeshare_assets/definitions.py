@@ -6,6 +6,7 @@ import dagster as dg
 
 from bikeshare_assets.automation.schedules import build_live_schedules
 from bikeshare_assets.cities import SourceMode
+from bikeshare_assets.errors import ConfigError
 from bikeshare_assets.features.assets import build_feature_assets
 from bikeshare_assets.ingest.assets import build_raw_assets
 from bikeshare_assets.ingest.resources import FeedSources
@@ -24,7 +25,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     if settings.deployment is not Deployment.LOCAL and not settings.storage_root.startswith(
         "s3://"
     ):
-        raise ValueError(
+        raise ConfigError(
             f"BIKESHARE_DEPLOYMENT={settings.deployment} stores assets on S3: set "
             "BIKESHARE_STORAGE_ROOT=s3://<bucket>/<prefix> (and BIKESHARE_S3_ENDPOINT_URL for a "
             "non-AWS endpoint)."
@@ -32,7 +33,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     if settings.deployment is not Deployment.LOCAL and settings.mlflow_tracking_uri.startswith(
         "sqlite"
     ):
-        raise ValueError(
+        raise ConfigError(
             f"BIKESHARE_DEPLOYMENT={settings.deployment} shares one model registry across hosts: set "
             "MLFLOW_TRACKING_URI to the MLflow tracking server (a SQLite file is per machine)."
         )

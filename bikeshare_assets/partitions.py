@@ -25,6 +25,7 @@ class CityPartitions:
     hours: dg.TimeWindowPartitionsDefinition  # raw_weather, drift
     days: dg.TimeWindowPartitionsDefinition  # raw_station_information, model, registry, endpoint
     cadence_minutes: int
+    has_weather: bool = True  # False: a replay without weather_path, so no raw_weather asset
 
     @property
     def cadence(self) -> timedelta:
@@ -74,7 +75,13 @@ def city_partitions(city: City, mode: SourceMode) -> CityPartitions:
         timezone="UTC",
         end_offset=live_offset,
     )
-    return CityPartitions(snapshots=snapshots, hours=hours, days=days, cadence_minutes=cadence)
+    return CityPartitions(
+        snapshots=snapshots,
+        hours=hours,
+        days=days,
+        cadence_minutes=cadence,
+        has_weather=city.has_weather(mode),
+    )
 
 
 # Status snapshots read the station list of the day they fall in, and features read the

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from bikeshare_assets.cities import DEFAULT_CITIES_FILE, City, SourceMode, load_cities
+from bikeshare_assets.errors import ConfigError
 
 
 class Deployment(StrEnum):
@@ -57,7 +58,15 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ),
     ("AWS_DEFAULT_REGION", "eu-west-3", "AWS region for S3 and SageMaker"),
     ("DAGSTER_HOME", "$BIKESHARE_HOME/dagster_home", "Dagster instance (SQLite locally)"),
+    ("BIKESHARE_DEBUG", "0", "1: `bikeshare` shows tracebacks, not one-line errors"),
 )
+
+
+def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """BIKESHARE_DEBUG=1: the CLI re-raises user errors with their traceback. Read apart from
+    get_settings because it must work when the settings themselves are broken."""
+    env = os.environ if environ is None else environ
+    return env.get("BIKESHARE_DEBUG", "").strip().lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     try:
         deployment = Deployment(env.get("BIKESHARE_DEPLOYMENT", "local").strip().lower())
     except ValueError as exc:
-        raise ValueError(
+        raise ConfigError(
             f"BIKESHARE_DEPLOYMENT={env.get('BIKESHARE_DEPLOYMENT')!r} is not one of "
             "local, staging, prod."
         ) from exc
@@ -107,7 +116,7 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     try:
         source = SourceMode(env.get("BIKESHARE_SOURCE", default_source).strip().lower())
     except ValueError as exc:
-        raise ValueError(
+        raise ConfigError(
             f"BIKESHARE_SOURCE={env.get('BIKESHARE_SOURCE')!r} is not one of "
             "replay, live, simulate."
         ) from exc
@@ -117,18 +126,24 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     wanted = [c.strip() for c in env.get("BIKESHARE_CITIES", "").split(",") if c.strip()]
     unknown = sorted(set(wanted) - set(all_cities))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"BIKESHARE_CITIES names {unknown}, which {cities_file} does not define; "
             f"known cities: {sorted(all_cities)}."
         )
     chosen = {k: c for k, c in all_cities.items() if (k in wanted if wanted else True)}
     unsupported = [k for k, c in chosen.items() if not c.supports(source)]
     if wanted and unsupported:
-        raise ValueError(
+        raise ConfigError(
             f"cities {unsupported} have no [{source}] configuration in {cities_file}; "
             f"add one or pick another BIKESHARE_SOURCE."
         )
     chosen = {k: c for k, c in chosen.items() if c.supports(source)}
+    no_start = [k for k, c in chosen.items() if source is SourceMode.LIVE and not c.live_start]
+    if no_start:
+        raise ConfigError(
+            f"{cities_file}: [cities.{no_start[0]}] live_start is missing; live mode needs the "
+            'first live partition, e.g. live_start = "2026-11-01-00:00" (UTC, about now).'
+        )
 
     storage_root = env.get("BIKESHARE_STORAGE_ROOT") or str(home / "lake")
     dagster_home = Path(env.get("DAGSTER_HOME") or home / "dagster_home").expanduser().resolve()
@@ -139,8 +154,8 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cities=chosen,
         storage_root=storage_root,
         s3_endpoint_url=env.get("BIKESHARE_S3_ENDPOINT_URL") or None,
-        http_timeout_s=float(env.get("BIKESHARE_HTTP_TIMEOUT_S", "10")),
-        http_retries=int(env.get("BIKESHARE_HTTP_RETRIES", "3")),
+        http_timeout_s=_number(env, "BIKESHARE_HTTP_TIMEOUT_S", "10", float),
+        http_retries=_number(env, "BIKESHARE_HTTP_RETRIES", "3", int),
         meteostat_url=env.get("BIKESHARE_METEOSTAT_URL") or None,
         dagster_home=dagster_home,
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI")
@@ -154,13 +169,13 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
             ("local", "sagemaker"),
         ),
         endpoint_ports=_ports(env.get("BIKESHARE_ENDPOINT_PORTS", "8080,8081")),
-        endpoint_timeout_s=float(env.get("BIKESHARE_ENDPOINT_TIMEOUT_S", "2")),
+        endpoint_timeout_s=_number(env, "BIKESHARE_ENDPOINT_TIMEOUT_S", "2", float),
         sagemaker_image=env.get("BIKESHARE_SAGEMAKER_IMAGE", ""),
         sagemaker_role_arn=env.get("BIKESHARE_SAGEMAKER_ROLE_ARN", ""),
         sagemaker_bucket=env.get("BIKESHARE_SAGEMAKER_BUCKET")
         or (storage_root[len("s3://") :].split("/")[0] if storage_root.startswith("s3://") else ""),
         sagemaker_endpoint_url=env.get("BIKESHARE_SAGEMAKER_ENDPOINT_URL") or None,
-        sagemaker_canary_weight=float(env.get("BIKESHARE_SAGEMAKER_CANARY_WEIGHT", "0")),
+        sagemaker_canary_weight=_number(env, "BIKESHARE_SAGEMAKER_CANARY_WEIGHT", "0", float),
         aws_region=env.get("AWS_DEFAULT_REGION", "eu-west-3"),
     )
 
@@ -168,7 +183,7 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = env.get(name, default).strip().lower()
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
     return value
 
 
@@ -176,7 +191,15 @@ def _ports(value: str) -> tuple[int, int]:
     try:
         blue, green = (int(p) for p in value.split(","))
     except ValueError as exc:
-        raise ValueError(
+        raise ConfigError(
             f"BIKESHARE_ENDPOINT_PORTS={value!r}: expected two ports, e.g. 8080,8081."
         ) from exc
     return blue, green
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind: type[int] | type[float]):
+    value = env.get(name, default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number ({kind.__name__}).") from None

@@ -261,9 +261,7 @@ def test_city_without_the_chosen_source_is_rejected(home: Path, tmp_path: Path) 
 
 def test_bad_cadence_in_the_cities_file_is_rejected(home: Path, tmp_path: Path) -> None:
     cities = write_cities(tmp_path / "c.toml", cadence_minutes=7)
-    with pytest.raises(
-        ValueError, match=r"city 'paris' has cadence 7 min for live; it must divide 60"
-    ):
+    with pytest.raises(ValueError, match=r"\[cities.paris\] cadence_minutes = 7 must divide 60"):
         get_settings(env_for(home, cities))
 
 

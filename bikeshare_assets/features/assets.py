@@ -39,7 +39,10 @@ NULL_BUDGETS: dict[str, float] = {
     "temperature_c": 0.5,
     "precipitation_mm": 0.5,
     "wind_speed_kmh": 0.5,
-}
+}  # weather columns are excused entirely for a city without a weather source
+
+
+WEATHER_FEATURES = ("temperature_c", "precipitation_mm", "wind_speed_kmh")
 
 
 def gap_excused(at: datetime, recorded: set[datetime]) -> list[str]:
@@ -76,7 +79,11 @@ def null_budget_outcome(features: pl.DataFrame, excused: list[str] | None = None
             if not over
             else f"Features over their null budget: {over}."
         )
-        + (f" Null because of recorder gaps (excused): {sorted(excused)}." if excused else ""),
+        + (
+            f" Null because of recorder gaps or no weather source (excused): {sorted(excused)}."
+            if excused
+            else ""
+        ),
         {
             "null_shares": {c: round(s, 4) for c, s in shares.items() if s > 0},
             "excused_by_gaps": sorted(excused),
@@ -145,7 +152,9 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         days = partition_keys_between(parts.days, first - LOOKBACK, last)
         information, _ = read_partitions(lake, info_key, days, missing_ok=True)
         hours = partition_keys_between(parts.hours, first - WEATHER_TOLERANCE, last)
-        weather, _ = read_partitions(lake, weather_key, hours, missing_ok=True)
+        weather = pl.DataFrame()
+        if parts.has_weather:
+            weather, _ = read_partitions(lake, weather_key, hours, missing_ok=True)
         # No station list or no weather yet: typed empty frames, so features are null, not an error.
         if information.width == 0:
             information = empty_frame(INFORMATION_SCHEMA)
@@ -164,7 +173,7 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                 ),
             ),
             dg.AssetDep(info_key, partition_mapping=SAME_DAY),
-            dg.AssetDep(weather_key),
+            *([dg.AssetDep(weather_key)] if parts.has_weather else []),
         ],
         check_specs=check_specs(
             features_key,
@@ -185,6 +194,8 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
     )
     def station_features(context: dg.AssetExecutionContext, lake: LakeStorage):
         started = time.perf_counter()
+        # A city without a weather source: its weather columns are null by design.
+        no_weather_excused = [] if parts.has_weather else list(WEATHER_FEATURES)
         windows = _windows(context)
         # A long single-run backfill is computed one UTC day at a time: the same result (each
         # day reads its own 60-minute lookback) with memory bounded by a day, not the range.
@@ -210,7 +221,8 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
             rows = 0 if part is None else part.height
             context.add_asset_metadata({"rows": rows, "gap": rows == 0}, partition_key=key)
             if part is not None:
-                outcomes[key] = [null_budget_outcome(part, gap_excused(window.start, recorded))]
+                excused = gap_excused(window.start, recorded) + no_weather_excused
+                outcomes[key] = [null_budget_outcome(part, excused)]
         if features.height:
             newest_key, newest = windows[-1]
             for key, window in reversed(windows):

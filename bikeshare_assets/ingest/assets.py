@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from bikeshare_assets.cities import City
+from bikeshare_assets.cities import City, SourceMode
 from bikeshare_assets.ingest.contracts import (
     INFORMATION_CHECKS,
     STATUS_CHECKS,
@@ -60,13 +60,16 @@ class PartitionResult:
     quarantine_uri: str | None = None
     outcomes: list[RuleOutcome] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    live: bool = False  # fetched from a live feed: a past window cannot be fetched again
 
 
 class BatchRejected(dg.Failure):
     pass
 
 
-def _what_to_do(city: City, asset: str, partition: str) -> str:
+def _what_to_do(city: City, asset: str, partition: str, live: bool = False) -> str:
+    if live and asset != "raw_weather":
+        return LIVE_WHAT_TO_DO.format(city=city.key, asset=asset, partition=partition)
     return (
         "Inspect payload and reason.json in this folder. If the feed was wrong, wait for it to "
         "recover and re-run: `dagster asset materialize -m bikeshare_assets.definitions "
@@ -74,6 +77,17 @@ def _what_to_do(city: City, asset: str, partition: str) -> str:
         "for a legitimate change in the feed, update bikeshare_assets/ingest/contracts.py and "
         "docs/data_contract.md."
     )
+
+
+# A live feed only ever shows the present: re-running a past window is refused, so the hint
+# must not suggest it.
+LIVE_WHAT_TO_DO = (
+    "Inspect payload and reason.json in this folder. A live window cannot be fetched again "
+    "once it is over: partition {partition} stays without data (features treat it as a "
+    "recorder gap). The schedule fetches the next window; to fetch the current one now: "
+    "`bikeshare materialize --select {city}/{asset} --latest`. If the contract is too strict "
+    "for a legitimate change in the feed, update bikeshare_assets/ingest/contracts.py."
+)
 
 
 def _reject(
@@ -99,7 +113,7 @@ def _reject(
         message=violation.message,
         source_url=source_url,
         received_at=received_at,
-        what_to_do=_what_to_do(city, asset, result.partition),
+        what_to_do=_what_to_do(city, asset, result.partition, result.live),
         details=violation.details,
     )
     result.outcomes.append(
@@ -198,9 +212,15 @@ def _json_line(dropped: dict[str, Any]) -> str:
 
 
 def ingest_information(
-    lake: LakeStorage, city: City, source, partition: str, window: dg.TimeWindow
+    lake: LakeStorage,
+    city: City,
+    source,
+    partition: str,
+    window: dg.TimeWindow,
+    *,
+    live: bool = False,
 ) -> PartitionResult:
-    result = PartitionResult(partition)
+    result = PartitionResult(partition, live=live)
     doc = _fetch_or_gap(
         lake, city, "raw_station_information", result, source.station_information, window
     )
@@ -232,8 +252,10 @@ def ingest_status(
     partition: str,
     window: dg.TimeWindow,
     information: pl.DataFrame,
+    *,
+    live: bool = False,
 ) -> PartitionResult:
-    result = PartitionResult(partition)
+    result = PartitionResult(partition, live=live)
     doc = _fetch_or_gap(lake, city, "raw_station_status", result, source.station_status, window)
     if doc is None:
         return result
@@ -354,8 +376,15 @@ def _finish(
                 f"{len(rejected)} of {len(results)} partition(s) of {city.key}/{asset} were "
                 "rejected by the data contract; nothing from this run was stored.\n"
                 + "\n".join(lines[:20])
-                + "\nWhat to do: read reason.json in each quarantine folder, then re-run those "
-                "partitions once the feed is fixed (or run the others on their own)."
+                + (
+                    "\nWhat to do: read reason.json in each quarantine folder. Live windows "
+                    "cannot be fetched again later: these partitions stay without data; "
+                    f"`bikeshare materialize --select {city.key}/{asset} --latest` fetches the "
+                    "current window now."
+                    if any(r.live for r in rejected)
+                    else "\nWhat to do: read reason.json in each quarantine folder, then re-run "
+                    "those partitions once the feed is fixed (or run the others on their own)."
+                )
             ),
             metadata={
                 "rejected_partitions": [r.partition for r in rejected],
@@ -425,7 +454,10 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
     ):
         started = time.perf_counter()
         source = sources.snapshots(city)
-        results = [ingest_information(lake, city, source, p, w) for p, w in _windows(context)]
+        live = sources.source_mode is SourceMode.LIVE
+        results = [
+            ingest_information(lake, city, source, p, w, live=live) for p, w in _windows(context)
+        ]
         yield from _finish(
             context, city, "raw_station_information", results, INFORMATION_SCHEMA, started
         )
@@ -451,6 +483,8 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
     ):
         started = time.perf_counter()
         source = sources.snapshots(city)
+        if warning := getattr(source, "local_time_warning", None):
+            context.log.warning(warning)
         windows = _windows(context)
         by_day = information.partition_by("as_of_day", as_dict=True) if information.height else {}
         empty_info = empty_frame(INFORMATION_SCHEMA)
@@ -458,7 +492,17 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
         for i, (partition, window) in enumerate(windows):
             day = window.start.replace(hour=0, minute=0, second=0, microsecond=0)
             info = by_day.get((day,), empty_info)
-            results.append(ingest_status(lake, city, source, partition, window, info))
+            results.append(
+                ingest_status(
+                    lake,
+                    city,
+                    source,
+                    partition,
+                    window,
+                    info,
+                    live=sources.source_mode is SourceMode.LIVE,
+                )
+            )
             _progress(context, "raw_station_status", i, len(windows))
         yield from _finish(context, city, "raw_station_status", results, STATUS_SCHEMA, started)
 
@@ -478,4 +522,8 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
         results = ingest_weather_hours(lake, city, sources.weather(city), _windows(context))
         yield from _finish(context, city, "raw_weather", results, WEATHER_SCHEMA, started)
 
+    # A city without a weather source gets no raw_weather: hundreds of empty hourly
+    # partitions would say nothing and cost a run each.
+    if not parts.has_weather:
+        return [raw_station_information, raw_station_status]
     return [raw_station_information, raw_station_status, raw_weather]

@@ -52,7 +52,7 @@ class FeedSources(dg.ConfigurableResource):
             from bikeshare_assets.ingest.replay import ReplaySource
 
             assert city.replay is not None
-            return ReplaySource(city.replay.status_path)
+            return ReplaySource(city.replay.status_path, timezone=city.timezone)
         if mode is SourceMode.SIMULATE:
             return self._simulated(city)
         from bikeshare_assets.ingest.gbfs_client import GbfsClient, LiveGbfsSource

@@ -26,6 +26,7 @@ from typing import Any
 import mlflow
 import polars as pl
 
+from bikeshare_assets.errors import UserError
 from bikeshare_assets.serving.client import EndpointError, HttpTransport, score
 from bikeshare_assets.serving.processes import (
     ProcessIdentity,
@@ -66,7 +67,7 @@ class LocalEndpointState:
 _STATE_TYPES = {"url": str, "port": int, "pid": int, "model_version": str, "model_dir": str}
 
 
-class DeploymentRefused(Exception):
+class DeploymentRefused(UserError):
     """The new version failed its health checks; the previous one keeps serving."""
 
 
