@@ -42,7 +42,7 @@ from bikeshare_assets.ingest.gbfs import (
 from bikeshare_assets.ingest.quarantine import quarantine_batch
 from bikeshare_assets.ingest.resources import FeedSources
 from bikeshare_assets.ingest.sources import WEATHER_SCHEMA, FeedDocument, SourceError
-from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
+from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import SAME_DAY, CityPartitions
 from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage
 
@@ -308,7 +308,6 @@ def _finish(
     metadata and per-partition check results."""
     key = context.assets_def.key
     rejected = [r for r in results if r.rejected is not None]
-    log_partition_checks(context, key, {r.partition: r.outcomes for r in results if not r.gap})
     if rejected:
         lines = [
             f"- {city.key}/{asset} partition {r.partition}: rule `{r.rejected.rule}` — "  # type: ignore[union-attr]
@@ -341,7 +340,11 @@ def _finish(
     )
     frame = pl.concat(frames, how="vertical") if frames else empty_frame(schema)
     yield dg.Output(frame)
-    yield from check_step_outputs(context, key)
+    # Only now are the partitions stored: each result names its partition's materialization.
+    # A rejected run raised above and logs no results (its partitions were not stored).
+    yield from partition_check_results(
+        context, key, {r.partition: r.outcomes for r in results if not r.gap}
+    )
 
 
 def _progress(context: dg.AssetExecutionContext, asset: str, i: int, total: int) -> None:

@@ -9,7 +9,7 @@ import polars as pl
 from bikeshare_assets.cities import City
 from bikeshare_assets.features.store import partition_keys_between, read_partitions
 from bikeshare_assets.ingest.contracts import RuleOutcome
-from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
+from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.serving.bundle import build_serving_bundle
 from bikeshare_assets.serving.deploy import DeploymentRefused
@@ -198,7 +198,6 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                     {"source": result.source},
                 )
             ]
-        log_partition_checks(context, predictions_key, outcomes)
         frame = pl.concat(frames) if frames else pl.DataFrame(schema=PREDICTION_SCHEMA)
         scored = len(outcomes)
         summary = {
@@ -209,6 +208,6 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         }
         context.log.info(f"{prefix}/stockout_predictions: {summary}")
         yield dg.Output(frame, metadata={k: v for k, v in summary.items() if v is not None})
-        yield from check_step_outputs(context, predictions_key)
+        yield from partition_check_results(context, predictions_key, outcomes)
 
     return [model_endpoint, stockout_predictions]
