@@ -44,7 +44,11 @@ from bikeshare_assets.ingest.resources import FeedSources
 from bikeshare_assets.ingest.sources import WEATHER_SCHEMA, FeedDocument, SourceError
 from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import SAME_DAY, CityPartitions
-from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage
+from bikeshare_assets.storage import (
+    LIVE_CURRENT_ONLY_METADATA,
+    PARTITION_COLUMN_METADATA,
+    LakeStorage,
+)
 
 
 @dataclass
@@ -383,7 +387,7 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
         dagster_type=StationInformationFrame,
         check_specs=check_specs(info_key, INFORMATION_CHECKS, parts.days, CHECK_DESCRIPTIONS),
         kinds={"polars", "parquet"},
-        metadata={PARTITION_COLUMN_METADATA: "as_of_day"},
+        metadata={PARTITION_COLUMN_METADATA: "as_of_day", LIVE_CURRENT_ONLY_METADATA: True},
         description=f"{city.display_name}: GBFS station_information per day (id, name, "
         "location, capacity). Rejected batches are quarantined.",
         **common,
@@ -405,7 +409,7 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
         dagster_type=StationStatusFrame,
         check_specs=check_specs(status_key, STATUS_CHECKS, parts.snapshots, CHECK_DESCRIPTIONS),
         kinds={"polars", "parquet"},
-        metadata={PARTITION_COLUMN_METADATA: "snapshot_at"},
+        metadata={PARTITION_COLUMN_METADATA: "snapshot_at", LIVE_CURRENT_ONLY_METADATA: True},
         description=f"{city.display_name}: one GBFS station_status snapshot per "
         f"{parts.cadence_minutes}-minute partition. A recorder gap is an empty partition "
         "with gap=true; a rejected batch is quarantined and fails the step.",

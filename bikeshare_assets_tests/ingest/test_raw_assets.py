@@ -435,6 +435,57 @@ def test_dead_live_feed_is_quarantined_as_source_unavailable(
     assert reason["source_url"] == server.url(feed)
 
 
+def test_live_refuses_a_past_days_station_list_and_says_so(
+    tmp_path, home, instance, velib_server
+) -> None:
+    """The live feed only has today's station list: asking it for yesterday fails with a
+    clear message and stores nothing, and the missing-partition hint for yesterday's
+    station_status does not send the user to do exactly that."""
+    server, url = velib_server
+    defs, _, day_key = live_defs(tmp_path, home, url)
+    yesterday = (datetime.strptime(day_key, "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
+    info_feed = "/velib/fr/station_information.json"
+
+    refused = materialize_range(defs, instance, INFO, yesterday)
+
+    assert not refused.success
+    message = step_failure_message(refused)
+    assert f"paris/raw_station_information partition {yesterday}: rule `source_unavailable`" in (
+        message
+    )
+    assert "is in the past" in message
+    assert "today's station list, which would be stored under this past date" in message
+    assert server.hits(info_feed) == 0
+    assert not (home / "lake" / "raw_station_information").exists()
+
+    # Yesterday's snapshots need yesterday's list: the hint explains why it cannot be
+    # fetched live instead of telling the user to materialize it.
+    past_status = f"{yesterday}-12:00"
+    missing = materialize_range(defs, instance, STATUS, past_status)
+    assert not missing.success
+    hint = step_failure_message(missing)
+    assert f"paris/raw_station_information partition {yesterday} has not been materialized" in hint
+    assert "a live feed only serves the present" in hint and "BIKESHARE_SOURCE=replay" in hint
+    assert f"--select paris/raw_station_information --partition {yesterday}" not in hint
+
+    # Today's list is current: fetched, and the hint for a missing one still says what to run.
+    assert materialize_range(defs, instance, INFO, day_key).success
+    assert server.hits(info_feed) == 1
+
+
+def test_missing_todays_station_list_hint_names_the_command(
+    tmp_path, home, instance, velib_server
+) -> None:
+    _, url = velib_server
+    defs, status_key, day_key = live_defs(tmp_path, home, url)
+
+    result = materialize_range(defs, instance, STATUS, status_key)
+
+    assert not result.success
+    hint = step_failure_message(result)
+    assert f"--select paris/raw_station_information --partition {day_key}`" in hint
+
+
 # --------------------------------------------------------------------------------------
 # Simulate
 # --------------------------------------------------------------------------------------
