@@ -28,22 +28,22 @@ from bikeshare_assets.ingest.contracts import RuleOutcome
 def stored_materializations(
     context: dg.AssetExecutionContext, asset_key: dg.AssetKey
 ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
-    """Partition -> the materialization of `asset_key` this run stored for it, read back from
-    the instance (empty before the asset's Output is handled)."""
-    records = context.instance.get_records_for_run(
-        context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
-    stored: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        if event is None or event.asset_key != asset_key or event.partition is None:
-            continue
-        stored[event.partition] = AssetCheckEvaluationTargetMaterializationData(
-            storage_id=record.storage_id,
-            run_id=context.run_id,
-            timestamp=record.event_log_entry.timestamp,
+    """Partition -> the materialization of `asset_key` this run stored for it (empty before
+    the asset's Output is handled). Read from the cross-run asset index: on a SQLite instance
+    each run has its own event database, whose storage ids are not the ones Dagster compares."""
+    records = context.instance.get_asset_event_summary_records(
+        event_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
+        asset_key=asset_key,
+        run_id=context.run_id,
+        ascending=True,
+    )
+    return {
+        record.partition: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id, run_id=context.run_id, timestamp=record.timestamp
         )
-    return stored
+        for record in records
+        if record.partition is not None
+    }
 
 
 def partition_check_results(

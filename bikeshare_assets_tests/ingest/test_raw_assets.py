@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -513,12 +514,22 @@ def test_simulated_partitions_hold_the_simulators_numbers(tmp_path, home, instan
         assert dict(frame.select("station_id", "bikes_available").rows()) == want
 
 
+@pytest.fixture
+def sharded_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """An on-disk SQLite instance like the demo's DAGSTER_HOME: one event database per run
+    plus an index database, whose storage ids differ."""
+    (tmp_path / "dagster_home").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as inst:
+        yield inst
+
+
 def test_check_results_are_current_for_the_materialization_they_judge(
-    tmp_path, home, instance, bad_recording
+    tmp_path, home, sharded_instance, bad_recording
 ) -> None:
     """Each partition's check results name that partition's new materialization, so Dagster
     reports them as current; a run whose batch is rejected stores nothing and logs nothing,
     so the earlier, still-stored results stay the current ones."""
+    instance = sharded_instance
     cities = write_cities(tmp_path / "bad.toml", replay=replay_table(bad_recording))
     defs = build_defs(settings_for(home, cities))
     assert materialize_range(defs, instance, INFO, DAY).success
