@@ -184,8 +184,8 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                 "null_budget": "Each feature's null share within its budget (gaps make window "
                 "features null, never borrowed values).",
                 "no_look_ahead": "The newest snapshot of the run, computed from raw data that "
-                "reaches 60 minutes past t and from data at or before t alone, gives identical "
-                "features, equal to the stored ones.",
+                f"reaches {LOOK_AHEAD_PROBE.total_seconds() / 60:.0f} minutes past t and from "
+                "data at or before t alone, gives identical features, equal to the stored ones.",
             },
         ),
         description=f"{city.display_name}: per station at snapshot t, features from raw data "
@@ -224,8 +224,9 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         if outcomes:
             # The newest snapshot with data, recomputed from its own day's inputs (the run's
             # last day may be all recorder gaps) read up to LOOK_AHEAD_PROBE past it.
-            newest_key = max(outcomes, key=lambda k: dict(windows)[k].start)
-            at = dict(windows)[newest_key].start
+            starts = {key: window.start for key, window in windows}
+            newest_key = max(outcomes, key=starts.__getitem__)
+            at = starts[newest_key]
             day_windows = next(d for d in days if d[0][1].start.date() == at.date())
             history, information, weather = _feature_inputs(lake, day_windows, LOOK_AHEAD_PROBE)
             outcomes[newest_key].append(
