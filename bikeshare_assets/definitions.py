@@ -40,7 +40,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     lake = LakeStorage(root=settings.storage_root, s3_endpoint_url=settings.s3_endpoint_url)
     return {
         "lake": lake,
-        "io_manager": PartitionedParquetIOManager(lake=lake),
+        "io_manager": PartitionedParquetIOManager(lake=lake, source_mode=settings.source.value),
         "sources": FeedSources(
             mode=settings.source.value,
             http_timeout_s=settings.http_timeout_s,

@@ -35,6 +35,9 @@ CHECKSUM_SUFFIX = ".sha256"
 # (reused); no write of one partition takes anywhere near this long.
 STALE_TEMP_SECONDS = 3600
 _HOST = socket.gethostname().split(".")[0]
+# Definition metadata of assets whose live source serves only the current window (a GBFS feed
+# has no history): a missing past partition of theirs cannot be fetched in live mode.
+LIVE_CURRENT_ONLY_METADATA = "live_source_serves_current_window_only"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -278,6 +281,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """
 
     lake: LakeStorage
+    source_mode: str = "replay"  # replay | live | simulate: only for the missing-partition hint
 
     def _partition_column(self, context: dg.OutputContext | dg.InputContext) -> str | None:
         md = context.definition_metadata or {}
@@ -347,18 +351,45 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         for key in keys:
             path = partition_key_path(asset_key, key)
             if not self.lake.exists(path):
-                where = f" partition {key}" if key else ""
-                raise MissingPartitionError(
-                    f"{asset_key.to_user_string()}{where} has not been materialized "
-                    f"({self.lake.uri(path)} is missing). Materialize it first, e.g. "
-                    f"`dagster asset materialize -m bikeshare_assets.definitions "
-                    f"--select {asset_key.to_user_string()}"
-                    + (f" --partition {key}`." if key else "`.")
-                )
+                raise MissingPartitionError(self._missing_hint(context, key, path))
             frames.append(self.lake.read_parquet(path))
         if not frames:
             return pl.DataFrame()
         return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+
+    def _missing_hint(self, context: dg.InputContext, key: str | None, path: str) -> str:
+        """What to run for a missing upstream partition — unless that cannot work: a past
+        partition of a live source that only serves the present."""
+        name = context.asset_key.to_user_string()
+        missing = (
+            f"{name}{f' partition {key}' if key else ''} has not been materialized "
+            f"({self.lake.uri(path)} is missing)."
+        )
+        upstream = context.upstream_output
+        current_only = bool(
+            upstream is not None
+            and (upstream.definition_metadata or {}).get(LIVE_CURRENT_ONLY_METADATA)
+        )
+        partitions_def = context.asset_partitions_def if key else None
+        if (
+            self.source_mode == "live"
+            and current_only
+            and key
+            and isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+            and partitions_def.time_window_for_partition_key(key).end <= datetime.now(UTC)
+        ):
+            return (
+                f"{missing} It lies in the past, and a live feed only serves the present: "
+                f"fetching it now would store today's data under {key}, so the live source "
+                f"refuses it. Run only current partitions in live mode, or replay a recording "
+                f"of that period (BIKESHARE_SOURCE=replay with the city's [cities.<key>.replay] "
+                f"table) to fill {key}."
+            )
+        return (
+            f"{missing} Materialize it first, e.g. `dagster asset materialize -m "
+            f"bikeshare_assets.definitions --select {name}"
+            + (f" --partition {key}`." if key else "`.")
+        )
 
 
 def _utc(ts: datetime) -> datetime:

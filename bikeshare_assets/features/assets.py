@@ -12,21 +12,28 @@ import polars as pl
 from bikeshare_assets.cities import City
 from bikeshare_assets.features.compute import (
     FEATURE_COLUMNS,
+    KEY,
     LOOKBACK,
     WEATHER_TOLERANCE,
     WINDOWS_MINUTES,
     FeatureContext,
+    FeatureFunction,
     build_station_features,
     empty_features,
+    observable_weather,
 )
 from bikeshare_assets.features.labels import HORIZON, LABEL_SCHEMA, build_labels
 from bikeshare_assets.features.store import partition_keys_between, read_partitions
 from bikeshare_assets.ingest.contracts import RuleOutcome
 from bikeshare_assets.ingest.gbfs import INFORMATION_SCHEMA, empty_frame
 from bikeshare_assets.ingest.sources import WEATHER_SCHEMA
-from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
+from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import SAME_DAY, CityPartitions
 from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage, MissingPartitionError
+
+# How far past t the no_look_ahead check reads raw data: a feature that reads the future
+# within its longest window shows up as a difference.
+LOOK_AHEAD_PROBE = LOOKBACK
 
 # Share of rows allowed to miss a feature. Current state and static features must always be
 # there; window statistics miss where the recorder had gaps; weather where none was published.
@@ -145,10 +152,13 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         "metadata": {PARTITION_COLUMN_METADATA: "snapshot_at"},
     }
 
-    def _feature_inputs(lake: LakeStorage, windows: list[tuple[str, dg.TimeWindow]]):
-        """Raw status (with the lookback), station lists and weather hours for `windows`."""
-        history = read_status_history(lake, status_key, parts, windows, LOOKBACK, timedelta(0))
-        first, last = windows[0][1].start, windows[-1][1].end
+    def _feature_inputs(
+        lake: LakeStorage, windows: list[tuple[str, dg.TimeWindow]], after: timedelta = timedelta(0)
+    ):
+        """Raw status (with the lookback), station lists and weather hours for `windows`, and
+        `after` the last window (only the no_look_ahead check reads past it)."""
+        history = read_status_history(lake, status_key, parts, windows, LOOKBACK, after)
+        first, last = windows[0][1].start, windows[-1][1].end + after
         days = partition_keys_between(parts.days, first - LOOKBACK, last)
         information, _ = read_partitions(lake, info_key, days, missing_ok=True)
         hours = partition_keys_between(parts.hours, first - WEATHER_TOLERANCE, last)
@@ -182,8 +192,9 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
             {
                 "null_budget": "Each feature's null share within its budget (gaps make window "
                 "features null, never borrowed values).",
-                "no_look_ahead": "Recomputing the newest snapshot of the run from raw data at or "
-                "before t alone gives identical features.",
+                "no_look_ahead": "The newest snapshot of the run, computed from raw data that "
+                f"reaches {LOOK_AHEAD_PROBE.total_seconds() / 60:.0f} minutes past t and from "
+                "data at or before t alone, gives identical features, equal to the stored ones.",
             },
         ),
         description=f"{city.display_name}: per station at snapshot t, features from raw data "
@@ -200,10 +211,9 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         # A long single-run backfill is computed one UTC day at a time: the same result (each
         # day reads its own 60-minute lookback) with memory bounded by a day, not the range.
         days = [list(group) for _, group in groupby(windows, key=lambda kw: kw[1].start.date())]
-        frames, inputs, recorded = [], None, set()
+        frames, recorded = [], set()
         for i, day_windows in enumerate(days):
-            inputs = _feature_inputs(lake, day_windows)
-            history, information, weather = inputs
+            history, information, weather = _feature_inputs(lake, day_windows)
             if history.height:
                 recorded |= set(history.get_column("snapshot_at").unique().to_list())
             times = [w.start for _, w in day_windows]
@@ -223,23 +233,30 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
             if part is not None:
                 excused = gap_excused(window.start, recorded) + no_weather_excused
                 outcomes[key] = [null_budget_outcome(part, excused)]
-        if features.height:
-            newest_key, newest = windows[-1]
-            for key, window in reversed(windows):
-                if key in outcomes:
-                    newest_key, newest = key, window
-                    break
-            history, information, weather = inputs  # type: ignore[misc]  # the newest day's
+        if outcomes:
+            # The newest snapshot with data, recomputed from its own day's inputs (the run's
+            # last day may be all recorder gaps) read up to LOOK_AHEAD_PROBE past it.
+            starts = {key: window.start for key, window in windows}
+            newest_key = max(outcomes, key=starts.__getitem__)
+            at = starts[newest_key]
+            day_windows = next(d for d in days if d[0][1].start.date() == at.date())
+            history, information, weather = _feature_inputs(lake, day_windows, LOOK_AHEAD_PROBE)
             outcomes[newest_key].append(
-                _look_ahead_outcome(history, information, weather, newest.start, features, context_)
+                look_ahead_outcome(
+                    history,
+                    information,
+                    weather,
+                    at,
+                    features.filter(pl.col("snapshot_at") == at),
+                    context_,
+                )
             )
-        log_partition_checks(context, features_key, outcomes)
         context.log.info(
             f"{prefix}/station_features: {len(windows)} partition(s), {features.height} rows, "
             f"{time.perf_counter() - started:.1f}s"
         )
         yield dg.Output(features)
-        yield from check_step_outputs(context, features_key)
+        yield from partition_check_results(context, features_key, outcomes)
 
     @dg.asset(
         key=labels_key,
@@ -299,38 +316,88 @@ def build_feature_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                         "no labels for this snapshot.",
                     )
                 ]
-        log_partition_checks(context, labels_key, outcomes)
         yield dg.Output(labels)
-        yield from check_step_outputs(context, labels_key)
+        yield from partition_check_results(context, labels_key, outcomes)
 
     return [station_features, stockout_labels]
 
 
-def _look_ahead_outcome(
+def _differing_columns(left: pl.DataFrame, right: pl.DataFrame) -> list[str]:
+    """Columns whose values differ (nulls equal to nulls); ["rows"] if the rows differ."""
+    left, right = left.sort(KEY), right.sort(KEY)
+    if left.height != right.height or not left.select(KEY).equals(right.select(KEY)):
+        return ["rows"]
+    return [
+        c
+        for c in left.columns
+        if c not in KEY and not left.get_column(c).eq_missing(right.get_column(c)).all()
+    ]
+
+
+def look_ahead_outcome(
     history: pl.DataFrame,
     information: pl.DataFrame,
     weather: pl.DataFrame,
-    at,
-    features: pl.DataFrame,
+    at: datetime,
+    served: pl.DataFrame,
     context: FeatureContext,
+    compute: FeatureFunction = build_station_features,
 ) -> RuleOutcome:
-    """Recompute t from data at or before t only; any difference is look-ahead."""
-    past_only = build_station_features(
+    """Features at t from inputs that reach past t, against a recomputation from the inputs
+    observable at t alone: a feature that reads the future differs. The served rows must
+    equal the recomputation too.
+
+    `history`, `information` and `weather` should extend past t (the asset reads
+    LOOK_AHEAD_PROBE further); when the lake holds nothing after t yet (the newest live
+    snapshot), only the comparison with the served rows is possible, and the result says so.
+    """
+    past_only = compute(
         history.filter(pl.col("snapshot_at") <= at),
-        information,
-        weather.filter(pl.col("hour_start") <= at) if weather.height else weather,
+        information.filter(pl.col("as_of_day") <= at) if information.height else information,
+        observable_weather(weather, at),
         [at],
         context,
     )
-    served = features.filter(pl.col("snapshot_at") == at)
-    equal = past_only.equals(served)
+    with_future = compute(history, information, weather, [at], context)
+    future = (
+        history.filter(pl.col("snapshot_at") > at).get_column("snapshot_at").n_unique()
+        if history.height
+        else 0
+    )
+    leaking = _differing_columns(past_only, with_future)
+    skewed = _differing_columns(past_only, served)
+    passed = not leaking and not skewed
+    probe = (
+        f"{future} later snapshot(s) in the inputs"
+        if future
+        else "no later snapshot in the lake yet, so only the served rows could be compared"
+    )
+    if passed:
+        description = (
+            f"Features at {at.isoformat()} are identical from inputs at or before t and from "
+            f"inputs that reach past t ({probe}), and equal the served rows."
+        )
+    else:
+        description = f"Features at {at.isoformat()} READ THE FUTURE: " + "; ".join(
+            part
+            for part in (
+                f"with later inputs ({probe}) {leaking} change" if leaking else "",
+                f"the served rows differ from a recomputation at t in {skewed}" if skewed else "",
+            )
+            if part
+        )
+        description += ". Find the feature that reads rows after t in features/compute.py."
     return RuleOutcome(
         "no_look_ahead",
-        equal,
+        passed,
         dg.AssetCheckSeverity.ERROR,
         None,
         None,
-        f"Features at {at.isoformat()} recomputed from data at or before t "
-        + ("are identical." if equal else "DIFFER: a feature reads the future."),
-        {"rows": served.height},
+        description,
+        {
+            "rows": served.height,
+            "later_snapshots_read": future,
+            "leaking_columns": leaking,
+            "differing_from_served": skewed,
+        },
     )

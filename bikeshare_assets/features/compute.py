@@ -12,7 +12,7 @@ window, with `obs_<w>` saying how many that was.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -265,8 +265,21 @@ def time_features(frame: pl.DataFrame, timezone: str, country: str) -> pl.DataFr
     return out.with_columns(is_holiday=pl.col("_local_date").is_in(days)).drop("_local_date")
 
 
+def observable_weather(weather: pl.DataFrame, at: datetime) -> pl.DataFrame:
+    """The weather rows known at `at`.
+
+    A row's `hour_start` T is the time its values are valid at, in both sources' own
+    convention: temperature and wind are the values at T, precipitation is the total of the
+    hour that *ends* at T (Open-Meteo: "sum of the preceding hour"; Meteostat: the observed
+    last-hour total, and its met.no provider shifts next-hour totals by one hour to match).
+    So a row is observable once T has passed, and the rain falling in [h, h+1) (row h+1) is
+    not visible at h:30. The simulator publishes its weather the same way.
+    """
+    return weather.filter(pl.col("hour_start") <= at) if weather.height else weather
+
+
 def weather_features(frame: pl.DataFrame, weather: pl.DataFrame) -> pl.DataFrame:
-    """The latest weather hour that started at or before t (within 3 hours)."""
+    """The newest weather row observable at t (`observable_weather`), within 3 hours."""
     cols = ["temperature_c", "precipitation_mm", "wind_speed_kmh"]
     if weather.height == 0:
         return frame.with_columns([pl.lit(None, pl.Float64).alias(c) for c in cols])
@@ -305,6 +318,12 @@ def static_features(frame: pl.DataFrame, information: pl.DataFrame) -> pl.DataFr
             ).cast(pl.Int64)
         )
     )
+
+
+FeatureFunction = Callable[
+    [pl.DataFrame, pl.DataFrame, pl.DataFrame, Sequence[datetime], "FeatureContext"], pl.DataFrame
+]
+"""The signature of `build_station_features` (the no_look_ahead check takes one)."""
 
 
 def build_station_features(

@@ -44,9 +44,13 @@ from bikeshare_assets.ingest.gbfs import (
 from bikeshare_assets.ingest.quarantine import RECORDS_DROPPED, quarantine_batch
 from bikeshare_assets.ingest.resources import FeedSources
 from bikeshare_assets.ingest.sources import WEATHER_SCHEMA, FeedDocument, SourceError
-from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
+from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import SAME_DAY, CityPartitions
-from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage
+from bikeshare_assets.storage import (
+    LIVE_CURRENT_ONLY_METADATA,
+    PARTITION_COLUMN_METADATA,
+    LakeStorage,
+)
 
 
 @dataclass
@@ -364,7 +368,6 @@ def _finish(
     metadata and per-partition check results."""
     key = context.assets_def.key
     rejected = [r for r in results if r.rejected is not None]
-    log_partition_checks(context, key, {r.partition: r.outcomes for r in results if r.outcomes})
     if rejected:
         lines = [
             f"- {city.key}/{asset} partition {r.partition}: rule `{r.rejected.rule}` — "  # type: ignore[union-attr]
@@ -404,7 +407,11 @@ def _finish(
     )
     frame = pl.concat(frames, how="vertical") if frames else empty_frame(schema)
     yield dg.Output(frame)
-    yield from check_step_outputs(context, key)
+    # Only now are the partitions stored: each result names its partition's materialization.
+    # A rejected run raised above and logs no results (its partitions were not stored).
+    yield from partition_check_results(
+        context, key, {r.partition: r.outcomes for r in results if r.outcomes}
+    )
 
 
 def _progress(context: dg.AssetExecutionContext, asset: str, i: int, total: int) -> None:
@@ -444,7 +451,7 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
         dagster_type=StationInformationFrame,
         check_specs=check_specs(info_key, INFORMATION_CHECKS, parts.days, CHECK_DESCRIPTIONS),
         kinds={"polars", "parquet"},
-        metadata={PARTITION_COLUMN_METADATA: "as_of_day"},
+        metadata={PARTITION_COLUMN_METADATA: "as_of_day", LIVE_CURRENT_ONLY_METADATA: True},
         description=f"{city.display_name}: GBFS station_information per day (id, name, "
         "location, capacity). Rejected batches are quarantined.",
         **common,
@@ -469,7 +476,7 @@ def build_raw_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinit
         dagster_type=StationStatusFrame,
         check_specs=check_specs(status_key, STATUS_CHECKS, parts.snapshots, CHECK_DESCRIPTIONS),
         kinds={"polars", "parquet"},
-        metadata={PARTITION_COLUMN_METADATA: "snapshot_at"},
+        metadata={PARTITION_COLUMN_METADATA: "snapshot_at", LIVE_CURRENT_ONLY_METADATA: True},
         description=f"{city.display_name}: one GBFS station_status snapshot per "
         f"{parts.cadence_minutes}-minute partition. A recorder gap is an empty partition "
         "with gap=true; a rejected batch is quarantined and fails the step.",

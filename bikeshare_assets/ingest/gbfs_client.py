@@ -37,6 +37,9 @@ _RETRYABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
 )
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 _BODY_EXCERPT_CHARS = 300
+# A daily station list fetched this long after its day ended is still that day's (a run
+# started just before midnight); later, it would be a later day's list stored under it.
+INFORMATION_LATENESS = timedelta(minutes=15)
 
 
 def _excerpt(body: bytes) -> str:
@@ -380,7 +383,14 @@ class LiveGbfsSource:
         )
 
     def station_information(self, day_start: datetime, day_end: datetime) -> FeedDocument | None:
-        """Today's document: station metadata changes slowly, so "now" is the best live answer."""
+        """Today's document, only for the day under way: the feed has no history, so a past
+        (or future) day would get today's station list stored under its date."""
+        self._check_window(
+            window_start=day_start,
+            window_end=day_end,
+            feed="station_information",
+            lateness=INFORMATION_LATENESS,
+        )
         return self.client.fetch("station_information")
 
     def station_status(self, window_start: datetime, window_end: datetime) -> FeedDocument | None:
@@ -388,30 +398,39 @@ class LiveGbfsSource:
         self._check_window(window_start, window_end)
         return self.client.fetch("station_status")
 
-    def _check_window(self, window_start: datetime, window_end: datetime) -> None:
+    def _check_window(
+        self,
+        window_start: datetime,
+        window_end: datetime,
+        feed: str = "station_status",
+        lateness: timedelta | None = None,
+    ) -> None:
         for name, value in (("window_start", window_start), ("window_end", window_end)):
             if value.tzinfo is None:
                 raise ValueError(f"{name}={value.isoformat()} must be timezone-aware (UTC)")
         if window_end <= window_start:
             raise ValueError(f"empty window [{window_start.isoformat()}, {window_end.isoformat()})")
         now = self._now().astimezone(UTC)
-        lateness = self.max_lateness
+        if lateness is None:
+            lateness = self.max_lateness
         if lateness is None:
             lateness = 2 * (window_end - window_start)
+        what = "today's station list" if feed == "station_information" else "the current snapshot"
         if now < window_start:
             raise SourceError(
-                f"station_status window [{window_start.isoformat()}, {window_end.isoformat()}) "
-                f"has not started yet (now is {now.isoformat()}); a live GBFS feed cannot "
-                "serve a future snapshot.",
+                f"{feed} window [{window_start.isoformat()}, {window_end.isoformat()}) "
+                f"has not started yet (now is {now.isoformat()}); a live GBFS feed only serves "
+                f"{what}, never a future one.",
                 url=self.client.gbfs_url,
             )
         if now > window_end + lateness:
             raise SourceError(
-                f"station_status window [{window_start.isoformat()}, {window_end.isoformat()}) "
+                f"{feed} window [{window_start.isoformat()}, {window_end.isoformat()}) "
                 f"is in the past (now is {now.isoformat()}, more than {lateness} after the "
-                f"window ended): a live GBFS feed ({self.client.gbfs_url}) only serves the "
-                "current snapshot. Backfills need BIKESHARE_SOURCE=replay with a recording "
-                "of this period (the city's [cities.<key>.replay] table).",
+                f"window ended): a live GBFS feed ({self.client.gbfs_url}) only serves "
+                f"{what}, which would be stored under this past date. Materialize only the "
+                "current partition in live mode; backfills need BIKESHARE_SOURCE=replay with a "
+                "recording of this period (the city's [cities.<key>.replay] table).",
                 url=self.client.gbfs_url,
             )
 

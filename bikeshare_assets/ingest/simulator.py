@@ -898,7 +898,11 @@ class SimulatedSystem:
     def hourly_weather(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> pl.DataFrame:
-        """Hourly weather for hours starting in [start, end) ∩ the simulated period."""
+        """Hourly weather rows labelled T in [start, end) ∩ the simulated period, in the real
+        sources' convention (Open-Meteo, Meteostat): temperature and wind are the values at
+        T, precipitation (and the weather code derived from it) is the hour that ends at T.
+        The rain that thins trips in [h, h+1) is therefore published at h+1, never visible
+        before it has fallen."""
         w = self._weather
         origin = int(w.origin.timestamp())
         lo = max(int(_utc(start or self.start, "start").timestamp()), self._epoch)
@@ -912,9 +916,10 @@ class SimulatedSystem:
                     pl.Datetime("us", "UTC")
                 ),
                 "temperature_c": pl.Series(w.temperature_c[idx], dtype=pl.Float64),
-                "precipitation_mm": pl.Series(w.precipitation_mm[idx], dtype=pl.Float64),
+                # idx - 1 >= 0: the period starts after the burn-in days of the weather record
+                "precipitation_mm": pl.Series(w.precipitation_mm[idx - 1], dtype=pl.Float64),
                 "wind_speed_kmh": pl.Series(w.wind_speed_kmh[idx], dtype=pl.Float64),
-                "weather_code": pl.Series(w.weather_code[idx], dtype=pl.Int32),
+                "weather_code": pl.Series(w.weather_code[idx - 1], dtype=pl.Int32),
             }
         )
 

@@ -10,7 +10,7 @@ from bikeshare_assets.features.labels import LABEL_SCHEMA, TARGETS
 from bikeshare_assets.features.store import partition_keys_between, read_partitions
 from bikeshare_assets.ingest.contracts import RuleOutcome
 from bikeshare_assets.monitoring.quality import join_outcomes, quality_metrics
-from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
+from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.registry.gate import GateThresholds
 from bikeshare_assets.serving.predict import PREDICTION_SCHEMA
@@ -96,10 +96,9 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
                         f"{n_out} of {n_pred} predictions have an outcome.",
                     )
                 ]
-        log_partition_checks(context, outcomes_key, results)
         frame = outcomes if outcomes is not None else pl.DataFrame(schema=OUTCOME_SCHEMA)
         yield dg.Output(frame)
-        yield from check_step_outputs(context, outcomes_key)
+        yield from partition_check_results(context, outcomes_key, results)
 
     @dg.asset(
         key=quality_key,

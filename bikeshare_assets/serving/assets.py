@@ -9,9 +9,10 @@ import polars as pl
 from bikeshare_assets.cities import City
 from bikeshare_assets.features.store import partition_keys_between, read_partitions
 from bikeshare_assets.ingest.contracts import RuleOutcome
-from bikeshare_assets.partition_checks import check_specs, check_step_outputs, log_partition_checks
+from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.serving.bundle import build_serving_bundle
+from bikeshare_assets.serving.client import EndpointError, Transport, score
 from bikeshare_assets.serving.deploy import DeploymentRefused
 from bikeshare_assets.serving.predict import PREDICTION_SCHEMA, predict_snapshot
 from bikeshare_assets.serving.resources import ModelEndpoint
@@ -46,6 +47,52 @@ def sample_features(
     raise ValueError(
         f"{city.key}/model_endpoint: no station_features in the day before {day.end}; materialize "
         f"{city.key}/station_features first (the deploy's health check sends a real snapshot)."
+    )
+
+
+def endpoint_answers(
+    transport: Transport | None,
+    sample: pl.DataFrame,
+    expected_version: str,
+    timeout_s: float,
+    budget_ms: float = SAMPLE_LATENCY_BUDGET_MS,
+) -> dg.AssetCheckResult:
+    """One real /invocations of a full snapshot against the live endpoint, timed here: it
+    passes only if every station is scored, by the deployed version, within the budget. No
+    answer (nothing serving, an error, a malformed body) is a failure, never a pass."""
+    metadata: dict[str, object] = {"sample_rows": sample.height, "budget_ms": budget_ms}
+    if transport is None:
+        return dg.AssetCheckResult(
+            check_name="endpoint_answers",
+            passed=False,
+            metadata=metadata,
+            description="No endpoint is serving after the deploy: nothing answered the sample.",
+        )
+    try:
+        scored = score(transport, sample, timeout_s)
+    except EndpointError as exc:
+        return dg.AssetCheckResult(
+            check_name="endpoint_answers",
+            passed=False,
+            metadata={**metadata, "error_kind": exc.kind, "error": str(exc)[:500]},
+            description=f"The sample /invocations got no usable answer: {exc}",
+        )
+    versions = sorted(set(scored.frame.get_column("model_version").to_list()))
+    latency = round(scored.latency_ms, 2)
+    problems = []
+    if versions != [expected_version]:
+        problems.append(f"answered by {versions}, expected {expected_version}")
+    if latency > budget_ms:
+        problems.append(f"took {latency:.0f} ms, budget {budget_ms:.0f} ms")
+    return dg.AssetCheckResult(
+        check_name="endpoint_answers",
+        passed=not problems,
+        metadata={**metadata, "sample_latency_ms": latency, "model_versions": versions},
+        description=(
+            f"{sample.height} stations scored by {expected_version} in {latency:.0f} ms."
+            if not problems
+            else "The sample /invocations " + "; ".join(problems) + "."
+        ),
     )
 
 
@@ -96,6 +143,15 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
             context.log.warning(
                 f"{prefix}/model_endpoint {context.partition_key}: {deployed['notes']}"
             )
+        # Measured here, on whatever now serves (the deploy's own health check may have been
+        # skipped: the same version already live, or a SageMaker endpoint it cannot time).
+        answers = endpoint_answers(
+            endpoint.transport(prefix),
+            sample,
+            bundle.label,
+            max(endpoint.request_timeout_s, SAMPLE_LATENCY_BUDGET_MS / 1000 * 5),
+        )
+        latency = answers.metadata.get("sample_latency_ms")
         frame = pl.DataFrame(
             [
                 {
@@ -105,22 +161,13 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                     "model_version": bundle.label,
                     "serving_model_uri": bundle.model_uri,
                     "deployed_at": datetime.now(UTC),
-                    "sample_latency_ms": deployed.get("sample_latency_ms"),
+                    "sample_latency_ms": getattr(latency, "value", None),
                 }
             ],
             schema=ENDPOINT_SCHEMA,
         )
         yield dg.Output(frame, metadata={k: str(v) for k, v in deployed.items()})
-        latency = deployed.get("sample_latency_ms")
-        yield dg.AssetCheckResult(
-            check_name="endpoint_answers",
-            passed=latency is None or latency <= SAMPLE_LATENCY_BUDGET_MS,
-            metadata={
-                "sample_rows": sample.height,
-                "sample_latency_ms": latency or 0.0,
-                "kind": deployed["kind"],
-            },
-        )
+        yield answers
 
     @dg.asset(
         key=predictions_key,
@@ -203,7 +250,6 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                     {"source": result.source},
                 )
             ]
-        log_partition_checks(context, predictions_key, outcomes)
         frame = pl.concat(frames) if frames else pl.DataFrame(schema=PREDICTION_SCHEMA)
         scored = len(outcomes)
         summary = {
@@ -214,6 +260,6 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         }
         context.log.info(f"{prefix}/stockout_predictions: {summary}")
         yield dg.Output(frame, metadata={k: v for k, v in summary.items() if v is not None})
-        yield from check_step_outputs(context, predictions_key)
+        yield from partition_check_results(context, predictions_key, outcomes)
 
     return [model_endpoint, stockout_predictions]

@@ -22,6 +22,7 @@ from bikeshare_assets.features.compute import (
     feature_schema,
     neighbour_edges,
     neighbour_features,
+    observable_weather,
     rolling_features,
     static_features,
     time_features,
@@ -578,3 +579,44 @@ def test_a_backfill_and_a_live_run_compute_the_same_features(replay, weather_all
 
     assert live.height > 1000
     assert_frame_equal(backfill, live)
+
+
+def test_rain_of_the_hour_under_way_is_not_visible() -> None:
+    """Both sources label precipitation by the end of the hour it fell in (Open-Meteo: "sum
+    of the preceding hour"; Meteostat: the observed last-hour total). The rain of [h, h+1)
+    is the row h+1: at h:30 only the row h (rain of [h-1, h)) and h's temperature exist."""
+    h = utc(2025, 9, 8, 17)
+    weather = weather_frame(
+        [
+            (h, 21.0, 0.0, 12.0),  # dry in [h-1, h); 21 °C at h
+            (h + timedelta(hours=1), 18.0, 6.4, 30.0),  # a downpour in [h, h+1)
+        ]
+    )
+    times = [h + timedelta(minutes=m) for m in (0, 30, 59, 60, 90)]
+    frame = pl.DataFrame({"snapshot_at": times, "station_id": ["a"] * len(times)})
+
+    got = {r["snapshot_at"]: r for r in weather_features(frame, weather).iter_rows(named=True)}
+
+    for t in times[:3]:
+        assert (got[t]["precipitation_mm"], got[t]["temperature_c"]) == (0.0, 21.0), t
+    for t in times[3:]:
+        assert (got[t]["precipitation_mm"], got[t]["temperature_c"]) == (6.4, 18.0), t
+    assert observable_weather(weather, h + timedelta(minutes=30))["hour_start"].to_list() == [h]
+
+
+def test_recorded_open_meteo_rows_keep_their_time_label() -> None:
+    """The recording's hour_utc is Open-Meteo's own `time` (requested with timezone=UTC), so
+    the raw row T carries the precipitation of [T-1h, T): the real 2025-09-08 rows, read
+    back unchanged under hour_start = T."""
+    csv = pl.read_csv(RECORDED_WEATHER)
+    source = RecordedWeatherSource(RECORDED_WEATHER)
+    rows = source.hourly(utc(2025, 9, 8), utc(2025, 9, 9))
+    first = csv.filter(pl.col("hour_utc").str.starts_with("2025-09-08")).unique(
+        "hour_utc", keep="first", maintain_order=True
+    )
+    assert rows["hour_start"].dt.strftime("%Y-%m-%d %H:%M:%S").to_list() == (
+        first["hour_utc"].sort().to_list()
+    )
+    by_label = dict(zip(first["hour_utc"], first["precip_mm"], strict=True))
+    for row in rows.iter_rows(named=True):
+        assert row["precipitation_mm"] == by_label[row["hour_start"].strftime("%Y-%m-%d %H:%M:%S")]

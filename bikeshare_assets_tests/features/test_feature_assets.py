@@ -15,20 +15,38 @@ import polars as pl
 import pytest
 
 from bikeshare_assets.cities import SourceMode, load_cities
-from bikeshare_assets.features.assets import NULL_BUDGETS, gap_excused, null_budget_outcome
-from bikeshare_assets.features.compute import KEY, feature_schema
+from bikeshare_assets.features.assets import (
+    NULL_BUDGETS,
+    gap_excused,
+    look_ahead_outcome,
+    null_budget_outcome,
+)
+from bikeshare_assets.features.compute import (
+    KEY,
+    FeatureContext,
+    build_station_features,
+    feature_schema,
+)
 from bikeshare_assets.features.labels import LABEL_SCHEMA
 from bikeshare_assets.features.store import partition_keys_between
+from bikeshare_assets.ingest.replay import ReplaySource
+from bikeshare_assets.ingest.weather import RecordedWeatherSource
 from bikeshare_assets.partitions import city_partitions, materialize_range
 from bikeshare_assets_tests.conftest import (
     DAY,
+    RECORDED_WEATHER,
+    RECORDING,
     build_defs,
     materializations,
     pkey,
+    replay_table,
     settings_for,
     step_failure_message,
+    trim_recording,
     utc,
+    write_cities,
 )
+from bikeshare_assets_tests.support.frames import replayed_information, replayed_status
 
 CITY = "paris"
 FEATURES = dg.AssetKey([CITY, "station_features"])
@@ -232,3 +250,112 @@ def test_partition_keys_between_includes_the_partition_under_way() -> None:
         f"2025-09-08-14:{m:02d}" for m in (0, 15, 30, 45)
     ]
     assert partition_keys_between(parts.days, utc(2025, 9, 8, 14), utc(2025, 9, 8, 14)) == []
+
+
+# --------------------------------------------------------------------------------------
+# no_look_ahead: able to catch a leak, and right on days that are all recorder gaps
+# --------------------------------------------------------------------------------------
+
+PARIS = FeatureContext("Europe/Paris", "FR", 15)
+
+
+@pytest.fixture(scope="module")
+def real_inputs() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, datetime]:
+    """Raw status 14:00-18:00 of the real recording (through the replay and the parser), the
+    day's station list and weather, and a snapshot t whose next snapshot was recorded."""
+    source = ReplaySource(RECORDING)
+    history = replayed_status(source, utc(2025, 9, 8, 14), utc(2025, 9, 8, 18), STEP)
+    information = replayed_information(source, utc(2025, 9, 8))
+    weather = RecordedWeatherSource(RECORDED_WEATHER).hourly(utc(2025, 9, 8), utc(2025, 9, 9))
+    times = set(history.get_column("snapshot_at").unique().to_list())
+    t = min(x for x in times if x >= utc(2025, 9, 8, 15) and x + STEP in times)
+    return history, information, weather, t
+
+
+def next_snapshot_flow(history, information, weather, times, context) -> pl.DataFrame:
+    """A leaking feature: bikes_net_flow_15 as (bikes at t + 15) - (bikes at t)."""
+    features = build_station_features(history, information, weather, times, context)
+    later = history.select(
+        (pl.col("snapshot_at") - STEP).alias("snapshot_at"),
+        "station_id",
+        pl.col("bikes_available").cast(pl.Float64).alias("_later"),
+    )
+    return (
+        features.join(later, on=KEY, how="left")
+        .with_columns(bikes_net_flow_15=pl.col("_later") - pl.col("bikes_available"))
+        .drop("_later")
+    )
+
+
+def test_no_look_ahead_passes_for_the_real_features(real_inputs) -> None:
+    history, information, weather, t = real_inputs
+    served = build_station_features(history, information, weather, [t], PARIS)
+
+    outcome = look_ahead_outcome(history, information, weather, t, served, PARIS)
+
+    assert outcome.passed, outcome.description
+    assert outcome.metadata["later_snapshots_read"] >= 1
+    assert outcome.metadata["rows"] == served.height > 1000
+
+
+def test_no_look_ahead_catches_a_feature_that_reads_the_next_snapshot(real_inputs) -> None:
+    history, information, weather, t = real_inputs
+    # A backfill computed t while the next snapshot was already in the lake.
+    served = next_snapshot_flow(history, information, weather, [t], PARIS)
+    assert served["bikes_net_flow_15"].null_count() < served.height  # it did read t + 15
+
+    outcome = look_ahead_outcome(
+        history, information, weather, t, served, PARIS, compute=next_snapshot_flow
+    )
+
+    assert not outcome.passed
+    assert outcome.metadata["leaking_columns"] == ["bikes_net_flow_15"]
+    assert "READ THE FUTURE" in outcome.description and "bikes_net_flow_15" in outcome.description
+
+
+def test_no_look_ahead_catches_served_rows_that_differ_from_a_recomputation(real_inputs) -> None:
+    history, information, weather, t = real_inputs
+    served = build_station_features(history, information, weather, [t], PARIS)
+    # The stored frame carries a column shifted by one snapshot (what a leak in the asset's
+    # own wiring, not in the feature function, would look like).
+    shifted = served.with_columns(
+        bikes_mean_15=pl.col("bikes_mean_15") + pl.col("bikes_net_flow_15").fill_null(1.0)
+    )
+
+    outcome = look_ahead_outcome(history, information, weather, t, shifted, PARIS)
+
+    assert not outcome.passed
+    assert outcome.metadata["differing_from_served"] == ["bikes_mean_15"]
+
+
+def test_no_look_ahead_on_a_run_whose_last_day_is_all_recorder_gaps(
+    tmp_path: Path, home: Path, instance: dg.DagsterInstance, full_recording: pl.DataFrame
+) -> None:
+    """2025-09-08-22:00 ... 2025-09-09-00:15: the recorder missed 00:00-00:30 on the 9th, so
+    the newest snapshot with data (23:45) belongs to the run's previous day."""
+    start, end = utc(2025, 9, 8), utc(2025, 9, 9, 2)
+    path = tmp_path / "two_days.parquet"
+    trim_recording(full_recording, start, end).write_parquet(path)
+    cities = write_cities(tmp_path / "gap.toml", replay=replay_table(path, start, end))
+    defs = build_defs(settings_for(home, cities))
+    for selection, first, last in (
+        (f"{CITY}/raw_station_information", DAY, "2025-09-09"),
+        (f"{CITY}/raw_weather", "2025-09-08-18:00", "2025-09-09-01:00"),
+        (f"{CITY}/raw_station_status", "2025-09-08-21:00", "2025-09-09-01:00"),
+    ):
+        raw = materialize_range(defs, instance, selection, first, last)
+        assert raw.success, step_failure_message(raw)
+
+    result = materialize_range(
+        defs, instance, FEATURES.to_user_string(), "2025-09-08-22:00", "2025-09-09-00:15"
+    )
+
+    assert result.success, step_failure_message(result)
+    rows = {k: md["rows"] for k, md in materializations(result).items()}
+    assert rows["2025-09-09-00:00"] == rows["2025-09-09-00:15"] == 0  # the gap day
+    checks = check_evaluations(instance, FEATURES, ("no_look_ahead",))
+    assert list(checks) == [("no_look_ahead", "2025-09-08-23:45")]
+    evaluation = checks[("no_look_ahead", "2025-09-08-23:45")]
+    assert evaluation.passed, evaluation.description
+    # it read past t: the 00:45 snapshot of the next day
+    assert evaluation.metadata["later_snapshots_read"].value == 1

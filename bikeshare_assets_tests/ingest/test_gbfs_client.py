@@ -431,8 +431,10 @@ def test_real_velib_documents_via_autodiscovery(
         },
         languages=("fr",),
     )
-    source = LiveGbfsSource(make_client(url, clock, sleeps, language="fr"))
     day = datetime(2026, 3, 4, tzinfo=UTC)
+    source = LiveGbfsSource(
+        make_client(url, clock, sleeps, language="fr"), now=lambda: day + timedelta(hours=9)
+    )
 
     info = source.station_information(day, day + timedelta(days=1))
     assert info is not None
@@ -604,6 +606,37 @@ def test_live_source_custom_lateness(
     )
     doc = source.station_status(NOW.replace(hour=11, minute=5), NOW.replace(hour=11, minute=10))
     assert doc is not None and doc.body == ECOBICI_STATUS.read_bytes()
+
+
+def test_live_station_list_only_for_the_day_under_way(
+    server: GbfsServer, ecobici: str, clock: FakeClock, sleeps: list[float]
+) -> None:
+    """A live feed has no history: today's list for a past day would be stored under that
+    day's date. Only the day under way (or one that ended minutes ago) is served."""
+    source = _live(server, ecobici, clock, sleeps)
+    today = NOW.replace(hour=0, minute=0)
+    info = "/ecobici/en/station_information.json"
+
+    doc = source.station_information(today, today + timedelta(days=1))
+    assert doc is not None and doc.body == ECOBICI_INFO.read_bytes()
+    assert server.hits(info) == 1
+
+    just_over = LiveGbfsSource(
+        make_client(ecobici, clock, sleeps), now=lambda: today + timedelta(minutes=10)
+    )
+    yesterday = today - timedelta(days=1)
+    assert just_over.station_information(yesterday, today) is not None  # ended 10 min ago
+
+    with pytest.raises(SourceError) as past:
+        source.station_information(yesterday, today)  # ended 12 h ago
+    message = str(past.value)
+    assert "station_information" in message and "past" in message
+    assert "2026-03-03T00:00:00+00:00" in message
+    assert "today's station list, which would be stored under this past date" in message
+    assert "BIKESHARE_SOURCE=replay" in message
+    with pytest.raises(SourceError, match="has not started"):
+        source.station_information(today + timedelta(days=1), today + timedelta(days=2))
+    assert server.hits(info) == 2  # the refusals never touched the network
 
 
 # -- the test server itself --------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,6 +71,35 @@ def check_records(
                 assert record.partition == data.partition
                 out.setdefault((name, str(record.partition)), data.passed)
     return out
+
+
+def check_evaluations_in_run(result: dg.ExecuteInProcessResult) -> list[dg.AssetCheckEvaluation]:
+    return [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+
+
+def latest_materialization_ids(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
+) -> dict[str, int]:
+    out = {}
+    for partition in partitions:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+        ).records
+        out[partition] = records[0].storage_id
+    return out
+
+
+def check_partition_infos(instance: dg.DagsterInstance, asset_key: dg.AssetKey, names, partitions):
+    """(check, partition) -> Dagster's own view of the latest check execution."""
+    keys = [dg.AssetCheckKey(asset_key, n) for n in names]
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        keys, partition_keys=partitions
+    )
+    return {(i.check_key.name, i.partition_key): i for i in infos}
 
 
 @pytest.fixture
@@ -283,9 +313,9 @@ def test_bad_bin_fails_the_step_stores_nothing_and_is_quarantined(
     assert reason["payload_sha256"] == hashlib.sha256(payload).hexdigest()
     assert reason["source_url"].startswith("replay://velib_broken.parquet#station_status@")
     assert "--partition 2025-09-08-07:30" in reason["what_to_do"]
-    # The contract check of that partition is recorded as failed.
-    checks = check_records(instance, STATUS_KEY, ["contract"])
-    assert checks[("contract", "2025-09-08-07:30")] is False
+    # Nothing was stored, so no check result is logged for any partition of the run (the
+    # step failure names the rejected partition and its rule).
+    assert check_evaluations_in_run(result) == []
 
     # Re-running the same bad partition fails the same way and writes the same folder.
     again = materialize_range(defs, instance, STATUS, "2025-09-08-07:30")
@@ -503,6 +533,57 @@ def test_dead_live_feed_is_quarantined_as_source_unavailable(
     assert reason["source_url"] == server.url(feed)
 
 
+def test_live_refuses_a_past_days_station_list_and_says_so(
+    tmp_path, home, instance, velib_server
+) -> None:
+    """The live feed only has today's station list: asking it for yesterday fails with a
+    clear message and stores nothing, and the missing-partition hint for yesterday's
+    station_status does not send the user to do exactly that."""
+    server, url = velib_server
+    defs, _, day_key = live_defs(tmp_path, home, url)
+    yesterday = (datetime.strptime(day_key, "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
+    info_feed = "/velib/fr/station_information.json"
+
+    refused = materialize_range(defs, instance, INFO, yesterday)
+
+    assert not refused.success
+    message = step_failure_message(refused)
+    assert f"paris/raw_station_information partition {yesterday}: rule `source_unavailable`" in (
+        message
+    )
+    assert "is in the past" in message
+    assert "today's station list, which would be stored under this past date" in message
+    assert server.hits(info_feed) == 0
+    assert not (home / "lake" / "raw_station_information").exists()
+
+    # Yesterday's snapshots need yesterday's list: the hint explains why it cannot be
+    # fetched live instead of telling the user to materialize it.
+    past_status = f"{yesterday}-12:00"
+    missing = materialize_range(defs, instance, STATUS, past_status)
+    assert not missing.success
+    hint = step_failure_message(missing)
+    assert f"paris/raw_station_information partition {yesterday} has not been materialized" in hint
+    assert "a live feed only serves the present" in hint and "BIKESHARE_SOURCE=replay" in hint
+    assert f"--select paris/raw_station_information --partition {yesterday}" not in hint
+
+    # Today's list is current: fetched, and the hint for a missing one still says what to run.
+    assert materialize_range(defs, instance, INFO, day_key).success
+    assert server.hits(info_feed) == 1
+
+
+def test_missing_todays_station_list_hint_names_the_command(
+    tmp_path, home, instance, velib_server
+) -> None:
+    _, url = velib_server
+    defs, status_key, day_key = live_defs(tmp_path, home, url)
+
+    result = materialize_range(defs, instance, STATUS, status_key)
+
+    assert not result.success
+    hint = step_failure_message(result)
+    assert f"--select paris/raw_station_information --partition {day_key}`" in hint
+
+
 # --------------------------------------------------------------------------------------
 # Simulate
 # --------------------------------------------------------------------------------------
@@ -528,3 +609,72 @@ def test_simulated_partitions_hold_the_simulators_numbers(tmp_path, home, instan
         want = {s["station_id"]: s["num_bikes_available"] for s in doc["data"]["stations"]}
         assert len(want) == 40
         assert dict(frame.select("station_id", "bikes_available").rows()) == want
+
+
+@pytest.fixture
+def sharded_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """An on-disk SQLite instance like the demo's DAGSTER_HOME: one event database per run
+    plus an index database, whose storage ids differ."""
+    (tmp_path / "dagster_home").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as inst:
+        yield inst
+
+
+def test_check_results_are_current_for_the_materialization_they_judge(
+    tmp_path, home, sharded_instance, bad_recording
+) -> None:
+    """Each partition's check results name that partition's new materialization, so Dagster
+    reports them as current; a run whose batch is rejected stores nothing and logs nothing,
+    so the earlier, still-stored results stay the current ones."""
+    instance = sharded_instance
+    cities = write_cities(tmp_path / "bad.toml", replay=replay_table(bad_recording))
+    defs = build_defs(settings_for(home, cities))
+    assert materialize_range(defs, instance, INFO, DAY).success
+    good = ["2025-09-08-07:00", "2025-09-08-07:15"]
+
+    first = materialize_range(defs, instance, STATUS, good[0], good[-1])
+
+    assert first.success, step_failure_message(first)
+    stored = latest_materialization_ids(instance, STATUS_KEY, good)
+    evaluations = check_evaluations_in_run(first)
+    assert {(e.check_name, e.partition) for e in evaluations} == {
+        (c, p) for c in STATUS_CHECKS for p in good
+    }
+    for evaluation in evaluations:
+        target = evaluation.target_materialization_data
+        assert target is not None and target.run_id == first.run_id
+        assert target.storage_id == stored[evaluation.partition]
+    infos = check_partition_infos(instance, STATUS_KEY, STATUS_CHECKS, good)
+    assert set(infos) == {(c, p) for c in STATUS_CHECKS for p in good}
+    assert all(info.is_current for info in infos.values())
+    assert all(
+        info.latest_execution_status == AssetCheckExecutionRecordStatus.SUCCEEDED
+        for info in infos.values()
+    )
+    latest = instance.get_latest_asset_check_evaluation_record(
+        dg.AssetCheckKey(STATUS_KEY, "contract")
+    )
+    assert latest is not None and latest.evaluation is not None
+    assert latest.evaluation.target_materialization_data.storage_id == stored[latest.partition]
+
+    # A run over the same partitions plus the bad 07:30 bin: rejected, nothing stored, and
+    # no result logged — not even the passing ones of 07:00 and 07:15.
+    rejected = materialize_range(defs, instance, STATUS, good[0], "2025-09-08-07:45")
+
+    assert not rejected.success
+    assert rejected.get_asset_materialization_events() == []
+    assert check_evaluations_in_run(rejected) == []
+    assert latest_materialization_ids(instance, STATUS_KEY, good) == stored
+    for check in STATUS_CHECKS:
+        key = dg.AssetCheckKey(STATUS_KEY, check)
+        for partition in good:
+            history = instance.event_log_storage.get_asset_check_execution_history(
+                key, limit=10, partition_filter=PartitionKeyFilter(key=partition)
+            )
+            # the rejected run planned the check but never completed it
+            assert [(r.run_id, r.status) for r in history] == [
+                (rejected.run_id, AssetCheckExecutionRecordStatus.PLANNED),
+                (first.run_id, AssetCheckExecutionRecordStatus.SUCCEEDED),
+            ]
+            done = [r for r in history if r.run_id == first.run_id]
+            assert done[0].evaluation.target_materialization_data.storage_id == stored[partition]

@@ -227,9 +227,11 @@ def test_public_holidays_ride_like_weekends() -> None:
 
 
 def test_rain_reduces_activity(two_weeks: SimulatedSystem, two_weeks_frame: pl.DataFrame) -> None:
+    # The rain of the hour [h, h+1) is published at h+1 (the hour it ended).
+    fell = two_weeks.hourly_weather().with_columns(pl.col("hour_start") - timedelta(hours=1))
     hours = (
         activity_per_hour(two_weeks_frame)
-        .join(two_weeks.hourly_weather(), on="hour_start")
+        .join(fell, on="hour_start")
         .with_columns(pl.col("hour_start").dt.convert_time_zone("Europe/Paris").alias("local"))
         .with_columns(
             pl.col("local").dt.hour().alias("hour"),
@@ -344,6 +346,25 @@ def test_hourly_weather_schema_and_plausibility(two_weeks: SimulatedSystem) -> N
     part = two_weeks.hourly_weather(MONDAY + timedelta(hours=5), MONDAY + timedelta(hours=8))
     assert part["hour_start"].to_list() == [MONDAY + timedelta(hours=h) for h in (5, 6, 7)]
     assert two_weeks.hourly_weather(MONDAY - timedelta(days=3), MONDAY).is_empty()
+
+
+def test_weather_is_published_as_observable_at_its_label(two_weeks: SimulatedSystem) -> None:
+    """Like Open-Meteo and Meteostat: the row labelled T holds the temperature at T and the
+    rain of the hour that ended at T. The simulator's own weather record (hour i covers
+    [origin + i h, origin + (i + 1) h) and drives that hour's trips) is the truth."""
+    w = two_weeks.hourly_weather()
+    truth = two_weeks._weather
+    i = ((w["hour_start"] - truth.origin).dt.total_seconds() // 3600).cast(pl.Int64).to_numpy()
+    assert w["temperature_c"].to_list() == truth.temperature_c[i].tolist()
+    assert w["precipitation_mm"].to_list() == truth.precipitation_mm[i - 1].tolist()
+    assert w["weather_code"].to_list() == truth.weather_code[i - 1].tolist()
+    # A rain spell that starts at h: the row labelled h still says dry, the row h+1 has it.
+    rain = truth.precipitation_mm
+    starts = [k for k in range(len(i) - 1) if rain[i[k]] > 0 and rain[i[k] - 1] == 0]
+    assert starts, "no rain spell starts in two weeks"
+    k = starts[0]
+    assert w["precipitation_mm"][k] == 0.0
+    assert w["precipitation_mm"][k + 1] == rain[i[k]] > 0
 
 
 # ---- the source interface ------------------------------------------------------------------

@@ -20,6 +20,7 @@ import yaml
 
 from bikeshare_assets.definitions import build_endpoint
 from bikeshare_assets.features.compute import FEATURE_COLUMNS
+from bikeshare_assets.serving.assets import endpoint_answers
 from bikeshare_assets.serving.client import EndpointError, SageMakerTransport, score
 from bikeshare_assets.serving.predict import predict_snapshot
 from bikeshare_assets.serving.resources import ModelEndpoint
@@ -287,3 +288,57 @@ def test_runtime_transport_honours_the_request_timeout(
     assert stub.requests[0][0] in ("application/json", "application/vnd.apache.parquet")
     assert_fallback(registry.snapshot, result, "timeout:")
     assert elapsed < 2.5
+
+
+# --------------------------------------------------------------------------------------
+# the endpoint_answers check: a real, timed invocation or a failure
+
+
+def test_endpoint_answers_fails_when_the_sagemaker_endpoint_gives_no_usable_answer(
+    endpoint: ModelEndpoint, registry: Champions, city: str
+) -> None:
+    """Deployed to moto, whose invoke_endpoint answers a canned b"body": the check invokes
+    the endpoint and fails, instead of passing for want of a latency."""
+    bundle = registry.bundles[0]
+    deployed = endpoint.deploy(city, bundle.model_uri, bundle.label, registry.snapshot)
+    assert "sample_latency_ms" not in deployed  # the SageMaker deploy times nothing itself
+
+    check = endpoint_answers(
+        endpoint.transport(city), registry.snapshot.head(12), bundle.label, timeout_s=5
+    )
+
+    assert check.passed is False
+    assert check.metadata["error_kind"].value == "malformed"
+    assert "sample_latency_ms" not in check.metadata
+    assert "no usable answer" in (check.description or "")
+
+
+def test_endpoint_answers_measures_a_real_invocation(moto_aws: MotoServer, city: str) -> None:
+    """A SageMaker runtime that answers correctly: the check passes with the latency it timed;
+    the same answer from another model version, or no endpoint at all, fails."""
+    stations = 5
+    sample = pl.DataFrame({c: [1.0] * stations for c in FEATURE_COLUMNS})
+    row = {
+        "p_stockout_bikes": 0.1,
+        "p_stockout_docks": 0.2,
+        "flag_stockout_bikes": 0,
+        "flag_stockout_docks": 0,
+        "model_version": "bikes:v3+docks:v2",
+    }
+    answer = Answer(body=json.dumps({"predictions": [row] * stations}).encode(), delay_s=0.2)
+    with StubEndpoint(answer) as stub:
+        resource = ModelEndpoint(
+            kind="sagemaker", region=moto_aws.region, sagemaker_endpoint_url=stub.url
+        )
+        transport = resource.transport(city)
+        good = endpoint_answers(transport, sample, "bikes:v3+docks:v2", timeout_s=5)
+        stale = endpoint_answers(transport, sample, "bikes:v4+docks:v2", timeout_s=5)
+        slow = endpoint_answers(transport, sample, "bikes:v3+docks:v2", timeout_s=5, budget_ms=50)
+
+    assert len(stub.requests) == 3  # each check sent one real request
+    assert good.passed is True
+    assert 200 <= good.metadata["sample_latency_ms"].value < 5000
+    assert stale.passed is False and "expected bikes:v4+docks:v2" in (stale.description or "")
+    assert slow.passed is False and "budget 50 ms" in (slow.description or "")
+    nothing = endpoint_answers(None, sample, "bikes:v3+docks:v2", timeout_s=5)
+    assert nothing.passed is False
