@@ -19,7 +19,6 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 PARTITION_COLUMN_METADATA = "partition_column"
@@ -48,6 +47,8 @@ class LakeStorage(dg.ConfigurableResource):
 
     def _s3(self):
         if self._client is None:
+            from dagster_aws.s3 import S3Resource  # ~1 s to import: only when the lake is on S3
+
             self._client = S3Resource(endpoint_url=self.s3_endpoint_url).get_client()
         return self._client
 

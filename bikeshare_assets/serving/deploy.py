@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import polars as pl
 
 from bikeshare_assets.serving.client import EndpointError, HttpTransport, score
@@ -179,6 +178,8 @@ class LocalDeployer:
         color = "green" if port == self.ports[1] else "blue"
         model_dir = self.state_dir / "models" / model_version.replace(":", "_").replace("+", "__")
         if not (model_dir / "MLmodel").exists():
+            import mlflow  # ~1.5 s to import: only when a new version is copied
+
             # Served from a local copy, like SageMaker's /opt/ml/model: the process never needs
             # the registry.
             mlflow.artifacts.download_artifacts(

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 import polars as pl
 from pydantic import Field
 
@@ -85,6 +84,8 @@ class ModelEndpoint(dg.ConfigurableResource):
                 "image), BIKESHARE_SAGEMAKER_ROLE_ARN and a bucket (BIKESHARE_SAGEMAKER_BUCKET or an "
                 "s3:// BIKESHARE_STORAGE_ROOT); see docs/cicd.md."
             )
+        import mlflow
+
         deployer = self.sagemaker(city)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import mlflow
-from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:  # MLflow takes ~1.5 s to import: loaded when the resource is used
+    import mlflow
+    from mlflow.tracking import MlflowClient
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -23,10 +26,14 @@ class MlflowTracking(dg.ConfigurableResource):
     artifact_root: str | None = None  # where new experiments store artifacts (local default)
 
     def setup(self) -> None:
+        import mlflow
+
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
 
     def client(self) -> MlflowClient:
+        from mlflow.tracking import MlflowClient
+
         self.setup()
         return MlflowClient(self.tracking_uri, self.registry_uri or self.tracking_uri)
 
@@ -46,6 +53,8 @@ class MlflowTracking(dg.ConfigurableResource):
         dagster_context: dg.AssetExecutionContext | None = None,
         tags: dict[str, str] | None = None,
     ) -> Iterator[mlflow.ActiveRun]:
+        import mlflow
+
         experiment_id = self.experiment(experiment)
         all_tags = dict(tags or {})
         if dagster_context is not None:
