@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bikeshare_assets.settings import ENVIRONMENT_VARIABLES, Settings, get_settings
+from bikeshare_assets.settings import (
+    ENVIRONMENT_VARIABLES,
+    Settings,
+    environment_value,
+    get_settings,
+    quiet_mlflow_for_terminal,
+    use_dagster_home,
+)
 
 LAYERS = ("raw", "features", "model", "serving")
 
@@ -42,7 +48,7 @@ def _prepare_instance(settings: Settings):
     yaml = settings.dagster_home / "dagster.yaml"
     if not yaml.exists():
         yaml.write_text(DAGSTER_YAML)
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    use_dagster_home(settings.dagster_home)
     return dg.DagsterInstance.get()
 
 
@@ -406,7 +412,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     for name, default, meaning in ENVIRONMENT_VARIABLES:
-        current = os.environ.get(name)
+        current = environment_value(name)
         print(f"{name:28} {current or '(' + default + ')':40} {meaning}")
     return 0
 
@@ -506,10 +512,7 @@ def cmd_endpoint_rollback(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # A terminal tool: MLflow's per-download progress bars and INFO lines drown the summary.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow sets its own loggers' level from this variable when it is first imported.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    quiet_mlflow_for_terminal()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="bikeshare", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

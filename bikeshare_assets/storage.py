@@ -4,8 +4,12 @@ Layout (the same on disk and on S3):
     <root>/<asset>/city=<city>/dt=<partition>/part.parquet
     <root>/quarantine/<asset>/city=<city>/dt=<partition>/<batch sha>/{payload, reason.json}
 
-Dagster ships no polars IO manager; this one is small because it leans on dagster-aws for
-S3 and on the filesystem's rename for atomicity.
+Why not dagster-polars' `PolarsParquetIOManager`: it is a `UPathIOManager`, and Dagster 1.13's
+`UPathIOManager.handle_output` refuses an output that covers several partitions ("does not
+support persisting an output associated with multiple partitions"), which is what every
+single-run backfill here produces. This IO manager splits the run's frame by the asset's
+`partition_column` into one file per partition; it is small because it leans on dagster-aws
+for S3 and on the filesystem's rename for atomicity.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from bikeshare_assets.serving.client import EndpointError, HttpTransport, score
+from bikeshare_assets.settings import child_process_environment
 
 
 @dataclass
@@ -111,8 +112,7 @@ class LocalDeployer:
         os.replace(tmp, self.state_file)  # atomic: callers see the old or the new endpoint
 
     def start(self, model_dir: Path, port: int, log_file: Path) -> subprocess.Popen:
-        env = dict(os.environ)
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env = child_process_environment(Path(sys.executable).parent)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("ab") as log:
             return subprocess.Popen(
