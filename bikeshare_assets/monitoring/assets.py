@@ -1,6 +1,7 @@
 """prediction_outcomes (every snapshot) and model_quality (daily, rolling 24 hours)."""
 
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -136,12 +137,11 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
         "fallback rate of the served predictions, from matured outcomes; also logged to MLflow "
         "(experiment bikeshare/model_quality, one run per Dagster run).",
         # dagster-mlflow: `mlflow` is its mlflow_tracking resource, the hook ends that run.
-        # (Its resource is not a Pythonic one, so `lake` is required by key here too.)
-        required_resource_keys={"lake", "mlflow"},
         hooks={END_MLFLOW_ON_RUN_FINISHED},
     )
-    def model_quality(context: dg.AssetExecutionContext):
-        lake: LakeStorage = context.resources.lake
+    def model_quality(
+        context: dg.AssetExecutionContext, lake: LakeStorage, mlflow: dg.ResourceParam[Any]
+    ):
         # The 24 hours up to the end of the day, or of the data when the period ends earlier.
         last = parts.snapshots.get_last_partition_key()
         data_end = parts.snapshots.time_window_for_partition_key(last).end if last else None
@@ -160,7 +160,7 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
             )
         rows = [{"day": context.partition_key, **r} for r in quality_metrics(outcomes)]
         frame = pl.DataFrame(rows, schema=QUALITY_SCHEMA)
-        log_quality_to_mlflow(context.resources.mlflow, prefix, context.partition_key, frame)
+        log_quality_to_mlflow(mlflow, prefix, context.partition_key, frame)
         floors = GateThresholds()
         failing = [
             r["target"]
