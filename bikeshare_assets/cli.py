@@ -33,7 +33,7 @@ class Stage:
     """One Dagster run: some assets over one partition range."""
 
     label: str
-    layer: str  # raw | features | model: `bikeshare demo --until <layer>` stops after it
+    layer: str  # one of LAYERS: `bikeshare demo --until <layer>` stops after it
     selection: list[str]
     partitions: object  # TimeWindowPartitionsDefinition
     first: str | None = None
