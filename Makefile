@@ -6,14 +6,15 @@ BIN    := $(VENV)/bin
 export BIKESHARE_HOME ?= $(CURDIR)/.bikeshare
 export DAGSTER_HOME   ?= $(BIKESHARE_HOME)/dagster_home
 
-.PHONY: demo test bench ui lint venv clean
+.PHONY: demo test bench ui lint lock docs venv clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exact versions from constraints.txt (reproducible installs); `make lock` refreshes them.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -c constraints.txt
 	touch $@
 
 ## Run the main job end to end on the embedded default (offline replay, SQLite, local files).
@@ -33,9 +34,26 @@ ui: venv
 	mkdir -p $(DAGSTER_HOME)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml
 
+## Rewrite the doc tables generated from the code (environment variables, null budgets).
+docs: venv
+	$(BIN)/python -m bikeshare_assets_tests.docs_sync
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## Refresh constraints.txt: resolve pyproject.toml afresh from PyPI in a throw-away venv
+## (newest versions that satisfy it), then pin exactly what that installed. Review the diff,
+## run `make test`, commit both.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev]'
+	$(LOCK_VENV)/bin/python .ci/lock.py > constraints.txt
+	rm -rf $(LOCK_VENV)
+	@echo "constraints.txt refreshed; reinstall with: rm -rf $(VENV) && make venv"
 
 clean:
 	rm -rf $(BIKESHARE_HOME)

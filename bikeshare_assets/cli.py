@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
 import sys
 import time
 import warnings
@@ -14,7 +13,15 @@ from dataclasses import dataclass, field
 
 from bikeshare_assets.errors import UserError
 from bikeshare_assets.redaction import redact_url
-from bikeshare_assets.settings import ENVIRONMENT_VARIABLES, Settings, debug_enabled, get_settings
+from bikeshare_assets.settings import (
+    ENVIRONMENT_VARIABLES,
+    Settings,
+    debug_enabled,
+    environment_value,
+    get_settings,
+    quiet_mlflow_for_terminal,
+    use_dagster_home,
+)
 
 LAYERS = ("raw", "features", "model", "serving")
 
@@ -42,7 +49,7 @@ class Stage:
     """One Dagster run: some assets over one partition range."""
 
     label: str
-    layer: str  # raw | features | model: `bikeshare demo --until <layer>` stops after it
+    layer: str  # one of LAYERS: `bikeshare demo --until <layer>` stops after it
     selection: list[str]
     partitions: object  # TimeWindowPartitionsDefinition
     first: str | None = None
@@ -61,7 +68,7 @@ def _prepare_instance(settings: Settings):
         and yaml.read_text() != DAGSTER_YAML
     ):
         yaml.write_text(DAGSTER_YAML)
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    use_dagster_home(settings.dagster_home)
     return dg.DagsterInstance.get()
 
 
@@ -499,7 +506,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     for name, default, meaning in ENVIRONMENT_VARIABLES:
-        current = os.environ.get(name)
+        current = environment_value(name)
         print(f"{name:28} {redact_url(current or '(' + default + ')'):40} {meaning}")
     return 0
 
@@ -632,10 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    # A terminal tool: MLflow's per-download progress bars and INFO lines drown the summary.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow sets its own loggers' level from this variable when it is first imported.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    quiet_mlflow_for_terminal()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # --debug before or after the command; the subcommand's copy must not reset the global one.
     common = argparse.ArgumentParser(add_help=False)

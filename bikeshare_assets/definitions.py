@@ -18,7 +18,7 @@ from bikeshare_assets.serving.resources import ModelEndpoint
 from bikeshare_assets.settings import Deployment, Settings, get_settings
 from bikeshare_assets.storage import LakeStorage, PartitionedParquetIOManager
 from bikeshare_assets.training.assets import build_training_assets
-from bikeshare_assets.training.tracking import MlflowTracking
+from bikeshare_assets.training.tracking import MlflowTracking, mlflow_run_per_dagster_run
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -38,6 +38,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
             "MLFLOW_TRACKING_URI to the MLflow tracking server (a SQLite file is per machine)."
         )
     lake = LakeStorage(root=settings.storage_root, s3_endpoint_url=settings.s3_endpoint_url)
+    tracking = MlflowTracking(
+        tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
+    )
     return {
         "lake": lake,
         "io_manager": PartitionedParquetIOManager(lake=lake, source_mode=settings.source.value),
@@ -48,9 +51,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
             meteostat_url=settings.meteostat_url,
             cache_dir=str(settings.home / "cache"),
         ),
-        "mlflow_tracking": MlflowTracking(
-            tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
-        ),
+        "mlflow_tracking": tracking,
+        # dagster-mlflow's resource for model_quality's metrics (see training/tracking.py)
+        "mlflow": mlflow_run_per_dagster_run(tracking),
         "endpoint": build_endpoint(settings),
     }
 

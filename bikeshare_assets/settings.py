@@ -1,7 +1,9 @@
-"""The only module that reads environment variables.
+"""The only module that reads or sets environment variables.
 
 Everything that differs between a laptop and AWS is decided here, once, from
 BIKESHARE_DEPLOYMENT and a handful of overrides; the rest of the code receives a Settings.
+The few places that must touch the process environment (the CLI pointing Dagster at its
+instance, the scoring server's child process) call the helpers at the end of this module.
 """
 
 from __future__ import annotations
@@ -22,14 +24,28 @@ class Deployment(StrEnum):
     PROD = "prod"
 
 
-# (variable, default, what it does) — printed by `bikeshare env` and documented in the README.
+# (variable, default, what it does): the one list of the variables the project reads. Printed
+# by `bikeshare env`; the tables in README.md and docs/cicd.md are generated from it
+# (`make docs`), and test_docs.py checks the defaults against get_settings.
 ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
-    ("BIKESHARE_DEPLOYMENT", "local", "local | staging | prod: picks storage, source and alerts"),
+    (
+        "BIKESHARE_DEPLOYMENT",
+        "local",
+        "local | staging | prod: picks storage, data source, schedules and endpoint",
+    ),
     ("BIKESHARE_HOME", "./.bikeshare", "local data lake, quarantine, MLflow SQLite, Dagster home"),
-    ("BIKESHARE_SOURCE", "replay (local), live", "replay | live | simulate"),
+    ("BIKESHARE_SOURCE", "replay (local), live (staging/prod)", "replay | live | simulate"),
     ("BIKESHARE_CITIES", "every city the source supports", "comma-separated city keys"),
-    ("BIKESHARE_CITIES_FILE", "the package's cities.toml", "your own city configuration"),
-    ("BIKESHARE_STORAGE_ROOT", "$BIKESHARE_HOME/lake", "local path or s3://bucket/prefix"),
+    (
+        "BIKESHARE_CITIES_FILE",
+        "the package's cities.toml",
+        "your own cities (or your own recording to replay)",
+    ),
+    (
+        "BIKESHARE_STORAGE_ROOT",
+        "$BIKESHARE_HOME/lake",
+        "local folder or s3://bucket/prefix (an s3:// root is required outside local)",
+    ),
     ("BIKESHARE_S3_ENDPOINT_URL", "(AWS)", "S3-compatible endpoint, e.g. a moto or MinIO server"),
     ("BIKESHARE_HTTP_TIMEOUT_S", "10", "GBFS / weather request timeout in seconds"),
     ("BIKESHARE_HTTP_RETRIES", "3", "retries with exponential backoff before a feed is dead"),
@@ -37,24 +53,33 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "MLFLOW_TRACKING_URI",
         "sqlite:///$BIKESHARE_HOME/mlflow/mlflow.db",
-        "MLflow tracking + registry",
+        "MLflow tracking + registry (outside local a tracking server: SQLite is refused)",
     ),
     (
         "BIKESHARE_MLFLOW_ARTIFACTS",
         "$BIKESHARE_HOME/mlflow/artifacts",
         "artifact root for new experiments",
     ),
-    ("BIKESHARE_ENDPOINT", "local (local), sagemaker", "where the champion is served"),
+    (
+        "BIKESHARE_ENDPOINT",
+        "local (local), sagemaker (staging/prod)",
+        "where the champion is served: local | sagemaker",
+    ),
     ("BIKESHARE_ENDPOINT_PORTS", "8080,8081", "local blue/green ports on 127.0.0.1"),
     ("BIKESHARE_ENDPOINT_TIMEOUT_S", "2", "per-request timeout before predictions fall back"),
-    ("BIKESHARE_SAGEMAKER_IMAGE", "", "scoring image (mlflow sagemaker build-and-push-container)"),
-    ("BIKESHARE_SAGEMAKER_ROLE_ARN", "", "execution role of the SageMaker model"),
-    ("BIKESHARE_SAGEMAKER_BUCKET", "", "bucket for model.tar.gz (defaults to the lake's)"),
+    (
+        "BIKESHARE_SAGEMAKER_IMAGE",
+        "(the account's mlflow-pyfunc image in the region)",
+        "scoring image (mlflow sagemaker build-and-push-container)",
+    ),
+    ("BIKESHARE_SAGEMAKER_ROLE_ARN", "", "execution role of the SageMaker model (required there)"),
+    ("BIKESHARE_SAGEMAKER_BUCKET", "(the lake's bucket)", "bucket for model.tar.gz"),
     ("BIKESHARE_SAGEMAKER_ENDPOINT_URL", "(AWS)", "SageMaker API endpoint, e.g. a moto server"),
     (
         "BIKESHARE_SAGEMAKER_CANARY_WEIGHT",
         "0",
-        "share of traffic a new bundle gets beside the live one",
+        "share of traffic a new bundle gets beside the live one "
+        "(`bikeshare endpoint-rollback --city <city>` undoes a deploy)",
     ),
     ("AWS_DEFAULT_REGION", "eu-west-3", "AWS region for S3 and SageMaker"),
     ("DAGSTER_HOME", "$BIKESHARE_HOME/dagster_home", "Dagster instance (SQLite locally)"),
@@ -178,6 +203,31 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sagemaker_canary_weight=_number(env, "BIKESHARE_SAGEMAKER_CANARY_WEIGHT", "0", float),
         aws_region=env.get("AWS_DEFAULT_REGION", "eu-west-3"),
     )
+
+
+def environment_value(name: str) -> str | None:
+    """The variable's current value (None when unset), for `bikeshare env`."""
+    return os.environ.get(name)
+
+
+def use_dagster_home(dagster_home: Path) -> None:
+    """Point this process (and the Dagster runs it launches) at the instance in dagster_home."""
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+
+
+def quiet_mlflow_for_terminal() -> None:
+    """A terminal tool: MLflow's per-download progress bars and INFO lines drown the summary.
+    MLflow reads these when it is first imported, so call this before importing it."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def child_process_environment(bin_dir: Path) -> dict[str, str]:
+    """This process's environment for a child process, with `bin_dir` first on PATH (the
+    scoring server needs the venv's uvicorn)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:

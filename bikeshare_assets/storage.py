@@ -4,8 +4,12 @@ Layout (the same on disk and on S3):
     <root>/<asset>/city=<city>/dt=<partition>/part.parquet
     <root>/quarantine/<asset>/city=<city>/dt=<partition>/<batch sha>/{payload, reason.json}
 
-Dagster ships no polars IO manager; this one is small because it leans on dagster-aws for
-S3 and on the filesystem's rename for atomicity.
+Why not dagster-polars' `PolarsParquetIOManager`: it is a `UPathIOManager`, and Dagster 1.13's
+`UPathIOManager.handle_output` refuses an output that covers several partitions ("does not
+support persisting an output associated with multiple partitions"), which is what every
+single-run backfill here produces. This IO manager splits the run's frame by the asset's
+`partition_column` into one file per partition; it is small because it leans on dagster-aws
+for S3 and on the filesystem's rename for atomicity.
 
 Every parquet file has a sidecar `part.parquet.sha256` with the SHA-256 of its bytes, checked
 on every read: a truncated, empty or bit-flipped partition fails naming the file, the asset,
@@ -26,7 +30,6 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 PARTITION_COLUMN_METADATA = "partition_column"
@@ -63,6 +66,8 @@ class LakeStorage(dg.ConfigurableResource):
 
     def _s3(self):
         if self._client is None:
+            from dagster_aws.s3 import S3Resource  # ~1 s to import: only when the lake is on S3
+
             self._client = S3Resource(endpoint_url=self.s3_endpoint_url).get_client()
         return self._client
 

@@ -19,8 +19,6 @@ from datetime import datetime, timedelta
 import holidays
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
-from sklearn.neighbors import BallTree
 
 WINDOWS_MINUTES: tuple[int, ...] = (15, 30, 60)
 LOOKBACK = timedelta(minutes=max(WINDOWS_MINUTES))
@@ -163,6 +161,8 @@ def neighbour_edges(
         return pl.DataFrame(
             schema={"station_id": pl.String, "neighbour_id": pl.String, "weight": pl.Float64}
         )
+    from sklearn.neighbors import BallTree  # heavy: imported when features are computed
+
     coords = np.radians(stations.select("lat", "lon").to_numpy())
     tree = BallTree(coords, metric="haversine")
     radius = radius_m / EARTH_RADIUS_M
@@ -203,6 +203,8 @@ def neighbour_features(
         return base.select(KEY).with_columns(
             [pl.lit(None, pl.Float64).alias(c) for c in ["nb_weight", *columns]]
         )
+    import scipy.sparse as sp  # heavy: imported when features are computed
+
     ids = sorted(
         set(edges.get_column("station_id").to_list()) | set(base.get_column("station_id").to_list())
     )

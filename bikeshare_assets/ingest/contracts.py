@@ -21,7 +21,6 @@ import pandera.polars as pa
 import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
 from pandera.engines.polars_engine import DateTime
-from sklearn.metrics.pairwise import haversine_distances
 
 from bikeshare_assets.ingest.gbfs import ContractViolation, ParsedBatch
 
@@ -323,6 +322,8 @@ def distance_km(lat: pl.Series, lon: pl.Series, center: tuple[float, float]) -> 
     """Great-circle distance of each station to a point (scikit-learn's haversine)."""
     if lat.is_empty():  # scikit-learn refuses an empty array
         return pl.Series("distance_km", [], dtype=pl.Float64)
+    from sklearn.metrics.pairwise import haversine_distances  # heavy: only when checking
+
     points = np.radians(np.column_stack([lat.to_numpy(), lon.to_numpy()]))
     origin = np.radians(np.array([center]))
     return pl.Series("distance_km", haversine_distances(points, origin)[:, 0] * EARTH_RADIUS_KM)

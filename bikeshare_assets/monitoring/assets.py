@@ -1,6 +1,7 @@
 """prediction_outcomes (every snapshot) and model_quality (daily, rolling 24 hours)."""
 
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -15,6 +16,7 @@ from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.registry.gate import GateThresholds
 from bikeshare_assets.serving.predict import PREDICTION_SCHEMA
 from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage
+from bikeshare_assets.training.tracking import END_MLFLOW_ON_RUN_FINISHED
 
 COVERAGE_MIN = 0.9
 # What join_outcomes returns; also the schema of an outcome partition with no matured label
@@ -31,6 +33,19 @@ QUALITY_SCHEMA = {
     "calibration_error_24h": pl.Float64(),
     "fallback_rate": pl.Float64(),
 }
+
+
+def log_quality_to_mlflow(mlflow_run, city: str, day: str, quality: pl.DataFrame) -> None:
+    """The day's quality as metrics `<city>.<target>.<metric>` of the Dagster run's MLflow
+    run (dagster-mlflow's resource, which exposes MLflow's functions)."""
+    mlflow_run.set_tags({f"{city}.day": day, "city": city})
+    metrics = {
+        f"{city}.{row['target']}.{name}": float(value)
+        for row in quality.iter_rows(named=True)
+        for name, value in row.items()
+        if name not in ("day", "target") and value is not None
+    }
+    mlflow_run.log_metrics(metrics)
 
 
 def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDefinition]:
@@ -114,13 +129,18 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
             )
         ],
         group_name=f"{prefix}_monitoring",
-        kinds={"polars"},
+        kinds={"polars", "mlflow"},
         owners=["team:ml-platform"],
         tags={"city": prefix, "layer": "monitoring"},
         description=f"{city.display_name}: rolling 24-hour PR-AUC, F1, Brier, calibration error and "
-        "fallback rate of the served predictions, from matured outcomes.",
+        "fallback rate of the served predictions, from matured outcomes; also logged to MLflow "
+        "(experiment bikeshare/model_quality, one run per Dagster run).",
+        # dagster-mlflow: `mlflow` is its mlflow_tracking resource, the hook ends that run.
+        hooks={END_MLFLOW_ON_RUN_FINISHED},
     )
-    def model_quality(context: dg.AssetExecutionContext, lake: LakeStorage):
+    def model_quality(
+        context: dg.AssetExecutionContext, lake: LakeStorage, mlflow: dg.ResourceParam[Any]
+    ):
         # The 24 hours up to the end of the day, or of the data when the period ends earlier.
         last = parts.snapshots.get_last_partition_key()
         data_end = parts.snapshots.time_window_for_partition_key(last).end if last else None
@@ -139,6 +159,7 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
             )
         rows = [{"day": context.partition_key, **r} for r in quality_metrics(outcomes)]
         frame = pl.DataFrame(rows, schema=QUALITY_SCHEMA)
+        log_quality_to_mlflow(mlflow, prefix, context.partition_key, frame)
         floors = GateThresholds()
         failing = [
             r["target"]

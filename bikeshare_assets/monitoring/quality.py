@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import average_precision_score, brier_score_loss, f1_score
 
 from bikeshare_assets.features.labels import TARGETS
 
@@ -33,6 +32,8 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
 
 def quality_metrics(outcomes: pl.DataFrame) -> list[dict]:
     """Per target: PR-AUC, F1 (at the served flags), Brier, calibration error, fallback rate."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, f1_score
+
     rows = []
     for target in TARGETS:
         frame = outcomes.filter(pl.col(target).is_not_null())

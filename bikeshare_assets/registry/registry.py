@@ -7,13 +7,13 @@ History is kept on the versions themselves: a promoted version carries the tag
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import mlflow
 import polars as pl
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-from sklearn.metrics import average_precision_score
+
+if TYPE_CHECKING:  # MLflow takes ~1.5 s to import: only the functions below load it
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -24,6 +24,8 @@ def registered_model_name(city: str, target: str) -> str:
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
@@ -53,6 +55,9 @@ def register_challenger(
     """Register the model as `challenger`, idempotently: re-materializing the same day (the
     same MLflow run) reuses its existing version instead of registering v2, v3, … of one
     model, which would each pass the gate against themselves and be promoted again."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -67,6 +72,8 @@ def register_challenger(
 
 
 def load_test_rows(run_id: str) -> pl.DataFrame:
+    import mlflow
+
     path = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="evaluation/test_rows.parquet"
     )
@@ -76,8 +83,12 @@ def load_test_rows(run_id: str) -> pl.DataFrame:
 def score_on(name: str, version: str, rows: pl.DataFrame, target: str) -> float:
     """PR-AUC of a registered version on given rows (used to compare champion and challenger
     on exactly the same rows)."""
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    import mlflow
+    from sklearn.metrics import average_precision_score
+
     from bikeshare_assets.features.compute import FEATURE_COLUMNS
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
     x = rows.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).to_pandas()
     predictions = model.predict(x)

@@ -11,7 +11,6 @@ from bikeshare_assets.features.store import partition_keys_between, read_partiti
 from bikeshare_assets.ingest.contracts import RuleOutcome
 from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import CityPartitions
-from bikeshare_assets.serving.bundle import build_serving_bundle
 from bikeshare_assets.serving.client import EndpointError, Transport, score
 from bikeshare_assets.serving.deploy import DeploymentRefused
 from bikeshare_assets.serving.predict import PREDICTION_SCHEMA, predict_snapshot
@@ -129,6 +128,9 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         mlflow_tracking: MlflowTracking,
         endpoint: ModelEndpoint,
     ):
+        # MLflow and LightGBM: imported when a bundle is built, not when definitions load.
+        from bikeshare_assets.serving.bundle import build_serving_bundle
+
         sample = sample_features(lake, city, parts, context.partition_time_window)
         bundle = build_serving_bundle(mlflow_tracking, prefix, sample, context)
         try:

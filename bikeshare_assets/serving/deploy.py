@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import polars as pl
 
 from bikeshare_assets.errors import UserError
@@ -40,6 +39,7 @@ from bikeshare_assets.serving.processes import (
     running_processes,
     stop_group,
 )
+from bikeshare_assets.settings import child_process_environment
 
 
 @dataclass
@@ -315,8 +315,7 @@ class LocalDeployer:
         )
 
     def start(self, model_dir: Path, port: int, log_file: Path) -> subprocess.Popen:
-        env = dict(os.environ)
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env = child_process_environment(Path(sys.executable).parent)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("ab") as log:
             return subprocess.Popen(
@@ -429,6 +428,8 @@ class LocalDeployer:
         color = "green" if port == self.ports[1] else "blue"
         model_dir = self.models_dir / model_version.replace(":", "_").replace("+", "__")
         if not (model_dir / "MLmodel").exists():
+            import mlflow  # ~1.5 s to import: only when a new version is copied
+
             # Served from a local copy, like SageMaker's /opt/ml/model: the process never needs
             # the registry.
             mlflow.artifacts.download_artifacts(

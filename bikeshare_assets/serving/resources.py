@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 import polars as pl
 from pydantic import Field
 
@@ -50,7 +49,20 @@ class ModelEndpoint(dg.ConfigurableResource):
             request_timeout_s=max(self.request_timeout_s, 10.0),
         )
 
-    def sagemaker(self, city: str) -> SageMakerDeployer:
+    def serving_image(self) -> str:
+        """BIKESHARE_SAGEMAKER_IMAGE, else the account's MLflow scoring image for this MLflow
+        version in the endpoint's region (what `mlflow sagemaker build-and-push-container`
+        pushes)."""
+        if self.image_uri:
+            return self.image_uri
+        import boto3
+
+        from bikeshare_assets.serving.images import mlflow_serving_image_uri
+
+        sts = boto3.client("sts", region_name=self.region, endpoint_url=self.sagemaker_endpoint_url)
+        return mlflow_serving_image_uri(sts.get_caller_identity()["Account"], self.region)
+
+    def sagemaker(self, city: str, image_uri: str | None = None) -> SageMakerDeployer:
         import boto3
 
         sm = boto3.client(
@@ -63,7 +75,7 @@ class ModelEndpoint(dg.ConfigurableResource):
             endpoint_name=self.endpoint_name(city),
             bucket=self.bucket,
             prefix=f"{self.prefix}/{city}",
-            image_uri=self.image_uri,
+            image_uri=image_uri or self.image_uri,
             role_arn=self.role_arn,
             instance_type=self.instance_type,
         )
@@ -83,13 +95,15 @@ class ModelEndpoint(dg.ConfigurableResource):
             if deployer.notes:  # a taken port, a broken state file set aside, orphans stopped
                 deployed["notes"] = "; ".join(deployer.notes)
             return deployed
-        if not (self.image_uri and self.role_arn and self.bucket):
+        if not (self.role_arn and self.bucket):
             raise ValueError(
-                "a SageMaker endpoint needs BIKESHARE_SAGEMAKER_IMAGE (an MLflow pyfunc serving "
-                "image), BIKESHARE_SAGEMAKER_ROLE_ARN and a bucket (BIKESHARE_SAGEMAKER_BUCKET or an "
-                "s3:// BIKESHARE_STORAGE_ROOT); see docs/cicd.md."
+                f"{city}/model_endpoint: a SageMaker endpoint needs BIKESHARE_SAGEMAKER_ROLE_ARN "
+                "and a bucket (BIKESHARE_SAGEMAKER_BUCKET or an s3:// BIKESHARE_STORAGE_ROOT); "
+                "see docs/cicd.md."
             )
-        deployer = self.sagemaker(city)
+        import mlflow
+
+        deployer = self.sagemaker(city, image_uri=self.serving_image())
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
             model_dir = next(local.rglob("MLmodel")).parent

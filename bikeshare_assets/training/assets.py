@@ -7,9 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 import polars as pl
-from mlflow.models import infer_signature
 
 from bikeshare_assets.cities import City
 from bikeshare_assets.features.compute import FEATURE_COLUMNS
@@ -17,21 +15,11 @@ from bikeshare_assets.features.labels import TARGETS
 from bikeshare_assets.features.store import partition_keys_between, read_partitions
 from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.storage import LakeStorage
-from bikeshare_assets.training.pyfunc import (
-    StockoutModel,
-    log_stockout_model,
-    write_model_artifacts,
-)
 from bikeshare_assets.training.reports import model_card, save_figures
 from bikeshare_assets.training.tracking import MlflowTracking
-from bikeshare_assets.training.train import (
-    SplitConfig,
-    TuningConfig,
-    persistence_scores,
-    time_split,
-    train_target,
-    training_frame,
-)
+
+# training.train (LightGBM, Optuna, scikit-learn) and training.pyfunc (MLflow) are imported in
+# the functions that train: loading the definitions must not pay seconds for them.
 
 MODEL_SUMMARY_SCHEMA = {
     "day": pl.String(),
@@ -69,6 +57,8 @@ def experiment_name(city: City) -> str:
 def load_training_frame(
     lake: LakeStorage, city: City, parts: CityPartitions, day: dg.TimeWindow, trailing_days: int
 ) -> pl.DataFrame:
+    from bikeshare_assets.training.train import training_frame
+
     start = day.end - timedelta(days=trailing_days)
     keys = partition_keys_between(parts.snapshots, start, day.end)
     features, missing = read_partitions(
@@ -123,6 +113,13 @@ def build_training_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
         lake: LakeStorage,
         mlflow_tracking: MlflowTracking,
     ):
+        from bikeshare_assets.training.train import (
+            SplitConfig,
+            TuningConfig,
+            time_split,
+            train_target,
+        )
+
         day = context.partition_time_window
         frame = load_training_frame(lake, city, parts, day, config.trailing_days)
         split = time_split(frame, SplitConfig(config.test_days, config.validation_days))
@@ -207,6 +204,12 @@ def _log_to_mlflow(
     context, tracking: MlflowTracking, city: City, split, trained
 ) -> tuple[str, str]:
     """One MLflow run per target: params, metrics, figures, model card, test rows, model."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from bikeshare_assets.training.pyfunc import log_stockout_model, write_model_artifacts
+    from bikeshare_assets.training.train import persistence_scores
+
     with (
         tempfile.TemporaryDirectory() as tmp,
         tracking.start_run(
@@ -269,4 +272,6 @@ def _log_to_mlflow(
 
 def _predict_example(artifacts: dict[str, str], example):
     """Output example for the signature, from the same class that will serve."""
+    from bikeshare_assets.training.pyfunc import StockoutModel
+
     return StockoutModel.from_artifacts(artifacts).predict(None, example)

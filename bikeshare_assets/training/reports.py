@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: servers and CI have no display
-
-import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.calibration import CalibrationDisplay
-from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay
 
 GATE_METRICS = (
     ("test_pr_auc", "PR-AUC"),
@@ -33,6 +26,15 @@ def save_figures(
     threshold: float,
     importance: dict[str, float],
 ) -> list[Path]:
+    # Imported here, not at module level: matplotlib and scikit-learn cost seconds, and the
+    # registry imports this module for `model_card` only.
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: servers and CI have no display
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay
+
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
 
@@ -66,6 +68,8 @@ def save_figures(
 
 
 def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
