@@ -12,12 +12,13 @@ from bikeshare_assets.ingest.resources import FeedSources
 from bikeshare_assets.monitoring.assets import build_monitoring_assets
 from bikeshare_assets.partitions import city_partitions
 from bikeshare_assets.registry.assets import build_registry_assets
+from bikeshare_assets.registry.gate import PromotionGate
 from bikeshare_assets.serving.assets import build_serving_assets
 from bikeshare_assets.serving.resources import ModelEndpoint
 from bikeshare_assets.settings import Deployment, Settings, get_settings
 from bikeshare_assets.storage import LakeStorage, PartitionedParquetIOManager
 from bikeshare_assets.training.assets import build_training_assets
-from bikeshare_assets.training.tracking import MlflowTracking
+from bikeshare_assets.training.tracking import MlflowTracking, OptunaStudies
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -51,6 +52,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
         ),
         "endpoint": build_endpoint(settings),
+        "optuna_studies": OptunaStudies(root=str(settings.home / "optuna")),
+        "promotion_gate": PromotionGate(),
     }
 
 
