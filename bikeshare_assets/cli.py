@@ -395,10 +395,6 @@ def _print_quality(lake, city: str, day: str, quality, predictions) -> None:
 
     from bikeshare_assets.storage import partition_key_path
 
-    first, last = (
-        predictions.get_column("snapshot_at").min(),
-        predictions.get_column("snapshot_at").max(),
-    )
     note = ""
     model_path = partition_key_path(dg.AssetKey([city, "stockout_model"]), day)
     if lake.exists(model_path):
@@ -406,13 +402,17 @@ def _print_quality(lake, city: str, day: str, quality, predictions) -> None:
         if "test_start" in model.columns and model.get_column("test_start")[0]:
             start = datetime.fromisoformat(model.get_column("test_start")[0])
             end = datetime.fromisoformat(model.get_column("test_end")[0])
-            if first >= start and last <= end:
+            times = predictions.get_column("snapshot_at").unique()
+            inside = int(((times >= start) & (times <= end)).sum())
+            after = int((times > end).sum())
+            if inside:
                 note = (
-                    " — these snapshots are inside the champion's test window "
-                    f"({start:%m-%d %H:%M} → {end:%m-%d %H:%M}): not seen in training, but the "
-                    "rows the gate already judged it on, so not an independent estimate"
+                    f" — {inside} of {times.len()} predicted snapshots lie inside the champion's "
+                    f"test window ({start:%m-%d %H:%M} → {end:%m-%d %H:%M} UTC): not seen in "
+                    "training, but the rows the gate already judged it on, so not an "
+                    f"independent estimate; {after} are after it"
                 )
-            elif first > end:
+            elif after == times.len():
                 note = " — all after the champion's test window: new evidence"
     print(f"quality over the last 24 h (model_quality {day}){note}:")
     for r in quality.iter_rows(named=True):
