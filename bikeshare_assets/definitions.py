@@ -13,12 +13,17 @@ from bikeshare_assets.ingest.resources import FeedSources
 from bikeshare_assets.monitoring.assets import build_monitoring_assets
 from bikeshare_assets.partitions import city_partitions
 from bikeshare_assets.registry.assets import build_registry_assets
+from bikeshare_assets.registry.gate import PromotionGate
 from bikeshare_assets.serving.assets import build_serving_assets
 from bikeshare_assets.serving.resources import ModelEndpoint
 from bikeshare_assets.settings import Deployment, Settings, get_settings
 from bikeshare_assets.storage import LakeStorage, PartitionedParquetIOManager
 from bikeshare_assets.training.assets import build_training_assets
-from bikeshare_assets.training.tracking import MlflowTracking, mlflow_run_per_dagster_run
+from bikeshare_assets.training.tracking import (
+    MlflowTracking,
+    OptunaStudies,
+    mlflow_run_per_dagster_run,
+)
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -55,6 +60,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         # dagster-mlflow's resource for model_quality's metrics (see training/tracking.py)
         "mlflow": mlflow_run_per_dagster_run(tracking),
         "endpoint": build_endpoint(settings),
+        "optuna_studies": OptunaStudies(root=str(settings.home / "optuna")),
+        "promotion_gate": PromotionGate(),
     }
 
 

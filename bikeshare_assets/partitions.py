@@ -104,6 +104,7 @@ def materialize_range(
     launched_by: str | None = None,
     quiet: bool = False,
     raise_on_error: bool = False,
+    run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize `selection` over the partition keys [first, last] as one run, the way a
     single-run backfill (BackfillPolicy.single_run) launches it. `quiet` keeps Dagster's
@@ -118,7 +119,9 @@ def materialize_range(
         resources=defs.resources,
         tags=tags,
         raise_on_error=raise_on_error,
-        run_config=(
-            {"loggers": {"console": {"config": {"log_level": "WARNING"}}}} if quiet else None
-        ),
+        run_config={
+            **(run_config or {}),
+            **({"loggers": {"console": {"config": {"log_level": "WARNING"}}}} if quiet else {}),
+        }
+        or None,
     )

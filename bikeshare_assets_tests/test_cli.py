@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -203,3 +203,40 @@ def test_env_redacts_credentials_in_urls(home: Path, three_hours: Path) -> None:
     assert "s3cr3t" not in proc.stdout
     assert "http://alice:***@127.0.0.1:9/mlflow" in proc.stdout
     assert "http://minio:***@127.0.0.1:9/?X-Amz-Security-Token=***" in proc.stdout
+
+
+def test_demo_says_when_its_24_hour_quality_repeats_the_test_window(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10, item 10: PR-AUC@24h on rows inside the champion's test window is not new
+    evidence, and the demo says so; after the window it is."""
+    import dagster as dg
+
+    from bikeshare_assets import cli
+    from bikeshare_assets.monitoring.assets import QUALITY_SCHEMA
+    from bikeshare_assets.storage import LakeStorage, partition_key_path
+
+    lake = LakeStorage(root=str(home / "lake"))
+    model = pl.DataFrame(
+        {"test_start": ["2025-09-14 10:45:00+00:00"], "test_end": ["2025-09-16 10:45:00+00:00"]}
+    )
+    lake.write_parquet(
+        partition_key_path(dg.AssetKey(["paris", "stockout_model"]), "2025-09-16"), model
+    )
+    quality = pl.DataFrame(
+        [{"target": "stockout_bikes", "rows": 10, "pr_auc_24h": 0.8, "f1_24h": 0.7}],
+        schema=QUALITY_SCHEMA,
+    )
+
+    def printed(*times: datetime) -> str:
+        predictions = pl.DataFrame({"snapshot_at": [t.replace(tzinfo=UTC) for t in times]})
+        cli._print_quality(lake, "paris", "2025-09-16", quality, predictions)
+        return capsys.readouterr().out
+
+    inside = printed(
+        datetime(2025, 9, 16, 10, 0), datetime(2025, 9, 16, 10, 45), datetime(2025, 9, 16, 11, 0)
+    )
+    assert "2 of 3 predicted snapshots lie inside the champion's test window" in inside
+    assert "not an independent estimate" in inside and "PR-AUC@24h 0.800" in inside
+    after = printed(datetime(2025, 9, 17, 10, 0))
+    assert "all after the champion's test window: new evidence" in after

@@ -13,7 +13,7 @@ from bikeshare_assets.ingest.contracts import RuleOutcome
 from bikeshare_assets.monitoring.quality import join_outcomes, quality_metrics
 from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import CityPartitions
-from bikeshare_assets.registry.gate import GateThresholds
+from bikeshare_assets.registry.gate import DEFAULT_THRESHOLDS, PromotionGate
 from bikeshare_assets.serving.predict import PREDICTION_SCHEMA
 from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage
 from bikeshare_assets.training.tracking import END_MLFLOW_ON_RUN_FINISHED
@@ -25,12 +25,17 @@ OUTCOME_SCHEMA = {**PREDICTION_SCHEMA, **{c: LABEL_SCHEMA[c] for c in ("label_at
 QUALITY_SCHEMA = {
     "day": pl.String(),
     "target": pl.String(),
-    "rows": pl.Int64(),
+    "rows": pl.Int64(),  # scored: outcomes the served model did not see in training
+    "rows_seen_in_training": pl.Int64(),  # left out of every metric
     "base_rate": pl.Float64(),
     "pr_auc_24h": pl.Float64(),
     "f1_24h": pl.Float64(),
     "brier_24h": pl.Float64(),
     "calibration_error_24h": pl.Float64(),
+    "pr_auc_new_24h": pl.Float64(),
+    "precision_at_20_new_24h": pl.Float64(),
+    "baseline_pr_auc_new_24h": pl.Float64(),
+    "baseline_precision_at_20_new_24h": pl.Float64(),
     "fallback_rate": pl.Float64(),
 }
 
@@ -124,22 +129,29 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
                 "quality_above_gate",
                 asset=quality_key,
                 partitions_def=parts.days,
-                description="Rolling 24-hour PR-AUC >= 0.70 and F1 >= 0.55 for both targets (the "
-                "promotion gate's floors); failing means retrain.",
+                description="Rolling 24-hour PR-AUC and F1 at or above the promotion gate's floors "
+                f"(the promotion_gate resource; default {DEFAULT_THRESHOLDS.min_pr_auc:.2f} / "
+                f"{DEFAULT_THRESHOLDS.min_f1:.2f}) for both targets, on outcomes the model did "
+                "not see in training; failing means retrain.",
             )
         ],
         group_name=f"{prefix}_monitoring",
         kinds={"polars", "mlflow"},
         owners=["team:ml-platform"],
         tags={"city": prefix, "layer": "monitoring"},
-        description=f"{city.display_name}: rolling 24-hour PR-AUC, F1, Brier, calibration error and "
-        "fallback rate of the served predictions, from matured outcomes; also logged to MLflow "
-        "(experiment bikeshare/model_quality, one run per Dagster run).",
+        description=f"{city.display_name}: rolling 24-hour PR-AUC, F1, Brier, calibration error, "
+        "new-stockout PR-AUC and precision of the top 20 (model and lowest-count-first) and "
+        "fallback rate of the served predictions, from matured outcomes the model did not see "
+        "in training (those are counted, not scored); also logged to MLflow (experiment "
+        "bikeshare/model_quality, one run per Dagster run).",
         # dagster-mlflow: `mlflow` is its mlflow_tracking resource, the hook ends that run.
         hooks={END_MLFLOW_ON_RUN_FINISHED},
     )
     def model_quality(
-        context: dg.AssetExecutionContext, lake: LakeStorage, mlflow: dg.ResourceParam[Any]
+        context: dg.AssetExecutionContext,
+        lake: LakeStorage,
+        mlflow: dg.ResourceParam[Any],
+        promotion_gate: PromotionGate,
     ):
         # The 24 hours up to the end of the day, or of the data when the period ends earlier.
         last = parts.snapshots.get_last_partition_key()
@@ -157,10 +169,13 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
                 f"24 hours before {end} ({len(missing)} of {len(keys)} partitions missing). Materialize "
                 f"{prefix}/stockout_predictions and {prefix}/prediction_outcomes first."
             )
-        rows = [{"day": context.partition_key, **r} for r in quality_metrics(outcomes)]
+        rows = [
+            {"day": context.partition_key, **r}
+            for r in quality_metrics(outcomes, city.stockout_threshold)
+        ]
         frame = pl.DataFrame(rows, schema=QUALITY_SCHEMA)
         log_quality_to_mlflow(mlflow, prefix, context.partition_key, frame)
-        floors = GateThresholds()
+        floors = promotion_gate.thresholds()
         failing = [
             r["target"]
             for r in rows
@@ -177,6 +192,20 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
                     if r["pr_auc_24h"] is not None
                 },
                 **{f"{r['target']}_f1_24h": r["f1_24h"] for r in rows if r["f1_24h"] is not None},
+                **{
+                    f"{r['target']}_{name}": r[name]
+                    for r in rows
+                    for name in (
+                        "brier_24h",
+                        "calibration_error_24h",
+                        "pr_auc_new_24h",
+                        "baseline_pr_auc_new_24h",
+                        "precision_at_20_new_24h",
+                        "baseline_precision_at_20_new_24h",
+                        "rows_seen_in_training",
+                    )
+                    if r[name] is not None
+                },
                 "outcome_rows": outcomes.height,
             },
         )
@@ -185,6 +214,8 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
             passed=not failing,
             metadata={
                 "failing_targets": failing,
+                "min_pr_auc": floors.min_pr_auc,
+                "min_f1": floors.min_f1,
                 **{f"{r['target']}_pr_auc_24h": r["pr_auc_24h"] or 0.0 for r in rows},
                 **{f"{r['target']}_f1_24h": r["f1_24h"] or 0.0 for r in rows},
             },

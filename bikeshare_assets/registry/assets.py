@@ -9,7 +9,7 @@ import polars as pl
 from bikeshare_assets.cities import City
 from bikeshare_assets.features.labels import TARGETS
 from bikeshare_assets.partitions import CityPartitions
-from bikeshare_assets.registry.gate import GateThresholds, evaluate_gate
+from bikeshare_assets.registry.gate import DEFAULT_THRESHOLDS, PromotionGate, evaluate_gate
 from bikeshare_assets.registry.registry import (
     CHAMPION,
     alias_version,
@@ -39,15 +39,15 @@ REGISTRY_SCHEMA = {
 
 
 class PromotionConfig(dg.Config):
-    """The gate's floors; `force` promotes even when a rule fails (recorded as such)."""
+    """`force` promotes even when a rule fails (recorded as such). The floors are the
+    `promotion_gate` resource's, shared with training and model_quality."""
 
-    min_pr_auc: float = 0.70
-    min_f1: float = 0.55
-    max_overfit_gap: float = 0.10
     force: bool = False
 
 
 ALREADY_CHAMPION = "already champion (this MLflow run was registered before)"
+# Run params copied onto each registered version as tags.
+TRAINING_WINDOW_TAGS = ("training_data_end", "test_start", "end")
 
 
 def gate_check_name(target: str) -> str:
@@ -68,9 +68,10 @@ def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
                 asset=key,
                 partitions_def=parts.days,
                 blocking=True,
-                description=f"Promotion gate for {target}: test PR-AUC >= 0.70, F1 >= 0.55, "
-                "overfit gap < 0.10, above persistence, not worse than the champion on the same "
-                "test rows. Blocks deployment when it fails.",
+                description=f"Promotion gate for {target}: {DEFAULT_THRESHOLDS.describe()} "
+                "(defaults of the promotion_gate resource), PR-AUC above persistence overall and "
+                "on new stockouts, Brier below calibrated persistence, not worse than the "
+                "champion on the same test rows. Blocks deployment when it fails.",
             )
             for target in TARGETS
         ],
@@ -88,18 +89,26 @@ def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
         stockout_model: pl.DataFrame,
         mlflow_tracking: MlflowTracking,
         lake: LakeStorage,
+        promotion_gate: PromotionGate,
     ):
         client = mlflow_tracking.client()
-        thresholds = GateThresholds(config.min_pr_auc, config.min_f1, config.max_overfit_gap)
+        thresholds = promotion_gate.thresholds()
         rows, results = [], []
         for model in stockout_model.iter_rows(named=True):
             target = model["target"]
             name = registered_model_name(prefix, target)
+            run = client.get_run(model["mlflow_run_id"])
             version = register_challenger(
                 client,
                 name,
                 model["model_uri"],
-                {"day": model["day"], "dagster.run_id": context.run.run_id},
+                {
+                    "day": model["day"],
+                    "dagster.run_id": context.run.run_id,
+                    # What the version has seen: predictions and model_quality compare
+                    # scored snapshots with these (seen_in_training).
+                    **{k: run.data.params[k] for k in TRAINING_WINDOW_TAGS if k in run.data.params},
+                },
                 run_id=model["mlflow_run_id"],
             )
             champion = alias_version(client, name, CHAMPION)
@@ -114,7 +123,6 @@ def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
                 if champion is not None and not already_champion
                 else None
             )
-            run = client.get_run(model["mlflow_run_id"])
             metrics = dict(run.data.metrics)
             gate = evaluate_gate(metrics, thresholds, champion_score)
             if already_champion:
@@ -193,10 +201,16 @@ _PARAMS = {
     "feature_fraction",
     "bagging_fraction",
     "lambda_l2",
-    "scale_pos_weight",
     "n_trials",
 }
-_BOUNDARIES = ("train_start", "validation_start", "test_start", "end", "embargo_minutes")
+_BOUNDARIES = (
+    "train_start",
+    "validation_start",
+    "test_start",
+    "end",
+    "embargo_minutes",
+    "training_data_end",
+)
 
 
 def _num(value: str):

@@ -71,6 +71,27 @@ def register_challenger(
     return version
 
 
+def served_training_end(client: MlflowClient, city: str, label: str) -> datetime | None:
+    """The newest snapshot any champion in a serving label ("stockout_bikes:v3+stockout_docks:v2")
+    was fit on, from the versions' `training_data_end` tags; None when a version does not
+    say (registered before the tag existed) or the label names no registered versions."""
+    from mlflow.exceptions import MlflowException
+
+    ends = []
+    for part in label.split("+"):
+        target, _, version = part.partition(":v")
+        if not target or not version:
+            return None
+        try:
+            tags = client.get_model_version(registered_model_name(city, target), version).tags
+        except MlflowException:
+            return None
+        if not tags.get("training_data_end"):
+            return None
+        ends.append(datetime.fromisoformat(tags["training_data_end"]))
+    return max(ends) if ends else None
+
+
 def load_test_rows(run_id: str) -> pl.DataFrame:
     import mlflow
 

@@ -11,6 +11,7 @@ from bikeshare_assets.features.store import partition_keys_between, read_partiti
 from bikeshare_assets.ingest.contracts import RuleOutcome
 from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import CityPartitions
+from bikeshare_assets.registry.registry import served_training_end
 from bikeshare_assets.serving.client import EndpointError, Transport, score
 from bikeshare_assets.serving.deploy import DeploymentRefused
 from bikeshare_assets.serving.predict import PREDICTION_SCHEMA, predict_snapshot
@@ -196,7 +197,10 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         "batch call to the endpoint per snapshot; `source=fallback` when the endpoint failed.",
     )
     def stockout_predictions(
-        context: dg.AssetExecutionContext, endpoint: ModelEndpoint, features: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        endpoint: ModelEndpoint,
+        features: pl.DataFrame,
+        mlflow_tracking: MlflowTracking,
     ):
         transport, unavailable = endpoint.connect(prefix)
         if transport is None:
@@ -208,6 +212,7 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
         pdef = context.assets_def.partitions_def
         frames, latencies, outcomes = [], [], {}
         fallbacks = 0
+        training_ends: dict[str, datetime | None] = {}
         for key in context.partition_keys:
             window = pdef.time_window_for_partition_key(key)  # type: ignore[union-attr]
             part = by_time.get((window.start,))
@@ -217,6 +222,19 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
             result = predict_snapshot(
                 part, transport, endpoint.request_timeout_s, city.stockout_threshold, unavailable
             )
+            if result.source == "model":
+                # Was this snapshot in the served champions' training data?
+                label = result.frame.get_column("model_version")[0]
+                if label not in training_ends:
+                    training_ends[label] = served_training_end(
+                        mlflow_tracking.client(), prefix, label
+                    )
+                end = training_ends[label]
+                if end is not None:
+                    result.frame = result.frame.with_columns(
+                        seen_in_training=pl.col("snapshot_at") <= end
+                    )
+            seen = result.frame.get_column("seen_in_training")[0]
             frames.append(result.frame)
             if result.latency_ms is not None:
                 latencies.append(result.latency_ms)
@@ -231,6 +249,7 @@ def build_serving_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDef
                     "fallback_rate": 1.0 - success,
                     "latency_ms": round(result.latency_ms, 2) if result.latency_ms else None,
                     "model_version": result.frame.get_column("model_version")[0],
+                    "seen_in_training": "unknown" if seen is None else str(seen).lower(),
                     "error": result.error or "",
                 },
                 partition_key=key,

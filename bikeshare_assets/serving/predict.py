@@ -22,6 +22,9 @@ PREDICTION_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.String(),  # model | fallback
     "latency_ms": pl.Float64(),
     "predicted_at": pl.Datetime("us", "UTC"),
+    # Was this snapshot in the served model's training data? Null when unknown; filled by
+    # stockout_predictions from the champions' `training_data_end` tags.
+    "seen_in_training": pl.Boolean(),
 }
 
 FALLBACK_VERSION = "persistence-baseline"
@@ -84,6 +87,8 @@ def predict_snapshot(
         source=pl.lit(source),
         latency_ms=pl.lit(latency, pl.Float64),
         predicted_at=pl.lit(datetime.now(UTC)).cast(pl.Datetime("us", "UTC")),
+        # The persistence fallback is fit on nothing; a model's answer is judged by the caller.
+        seen_in_training=pl.lit(False if source == "fallback" else None, pl.Boolean),
     )
     return SnapshotPrediction(
         frame.select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA), source, latency, error

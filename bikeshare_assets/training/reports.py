@@ -6,14 +6,26 @@ from pathlib import Path
 
 import numpy as np
 
+# (metric, label, the baseline's metric on the same rows)
 GATE_METRICS = (
-    ("test_pr_auc", "PR-AUC"),
-    ("test_roc_auc", "ROC-AUC"),
-    ("test_f1", "F1"),
-    ("test_f2", "F2"),
-    ("test_precision", "precision"),
-    ("test_recall", "recall"),
-    ("test_brier", "Brier"),
+    ("test_pr_auc", "PR-AUC", "baseline_test_pr_auc"),
+    ("test_pr_auc_new", "PR-AUC, new stockouts (fine at t)", "baseline_test_pr_auc_new"),
+    (
+        "test_precision_at_20_new",
+        "precision of the top 20 per snapshot, new stockouts",
+        "baseline_test_precision_at_20_new",
+    ),
+    ("test_roc_auc", "ROC-AUC", "baseline_test_roc_auc"),
+    ("test_f1", "F1", "baseline_test_f1"),
+    ("test_f2", "F2", "baseline_test_f2"),
+    ("test_precision", "precision", "baseline_test_precision"),
+    ("test_recall", "recall", "baseline_test_recall"),
+    ("test_brier", "Brier (calibrated persistence)", "baseline_calibrated_test_brier"),
+    (
+        "test_calibration_error",
+        "calibration error (ECE, calibrated persistence)",
+        "baseline_calibrated_test_calibration_error",
+    ),
 )
 
 
@@ -25,6 +37,7 @@ def save_figures(
     baseline: np.ndarray,
     threshold: float,
     importance: dict[str, float],
+    calibrated_baseline: np.ndarray | None = None,
 ) -> list[Path]:
     # Imported here, not at module level: matplotlib and scikit-learn cost seconds, and the
     # registry imports this module for `model_card` only.
@@ -44,12 +57,23 @@ def save_figures(
     ax.set_title(f"{target}: precision-recall on the test window")
     paths.append(_save(fig, directory / "pr_curve.png"))
 
+    # Reliability diagram: observed stockout rate against the served probability, in bins
+    # of equal size (most probabilities are small), with calibrated persistence beside it.
     fig, ax = plt.subplots(figsize=(6, 5))
     CalibrationDisplay.from_predictions(
         y, p, n_bins=15, strategy="quantile", name="LightGBM", ax=ax
     )
-    ax.set_title(f"{target}: calibration on the test window")
-    paths.append(_save(fig, directory / "calibration_curve.png"))
+    if calibrated_baseline is not None and len(calibrated_baseline) == len(y):
+        CalibrationDisplay.from_predictions(
+            y,
+            calibrated_baseline,
+            n_bins=15,
+            strategy="quantile",
+            name="calibrated persistence",
+            ax=ax,
+        )
+    ax.set_title(f"{target}: reliability diagram on the test window")
+    paths.append(_save(fig, directory / "reliability_diagram.png"))
 
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ConfusionMatrixDisplay.from_predictions(
@@ -90,10 +114,10 @@ def model_card(
 ) -> str:
     """An auto-filled model card (markdown)."""
     rows = "\n".join(
-        f"| {label} | {metrics[key]:.3f} | "
-        + (f"{metrics['baseline_' + key]:.3f}" if "baseline_" + key in metrics else "—")
+        f"| {label} | {metrics[key]:.4f} | "
+        + (f"{metrics[baseline]:.4f}" if baseline in metrics else "—")
         + " |"
-        for key, label in GATE_METRICS
+        for key, label, baseline in GATE_METRICS
         if key in metrics
     )
     top = ", ".join(f"`{k}`" for k, _ in sorted(importance.items(), key=lambda kv: -kv[1])[:8])
@@ -114,8 +138,11 @@ def model_card(
 snapshot, from that snapshot's features. **Used for:** ranking stations for rebalancing vans.
 **Not for:** horizons other than 30 minutes, other cities without retraining.
 
-MLflow run `{run_id}`. LightGBM (binary, Optuna-tuned), decision threshold
-{metrics["decision_threshold"]:.3f} chosen on validation to maximise F1.
+MLflow run `{run_id}`. LightGBM (binary, Optuna-tuned, no class weighting: the
+probabilities are meant to be read as probabilities), decision threshold
+{metrics["decision_threshold"]:.3f} chosen on validation to maximise F1. Parameters and the
+number of rounds were chosen on validation; the registered model is then refit on train +
+validation (its training data ends {boundaries.get("training_data_end", "—")}).
 
 ## Data
 
@@ -129,6 +156,11 @@ Splits are time-ordered with a {boundaries["embargo_minutes"]}-minute embargo. T
 rate {metrics["test_base_rate"]:.3f}.
 
 ## Test metrics (model vs persistence baseline on the same rows)
+
+Persistence ranks by current count (lowest first) for PR-AUC, ROC-AUC and the top 20; flags
+count ≤ 2 for F1, F2, precision and recall; and for Brier and calibration error it is the
+stockout rate per current count observed on the model's fit rows ("calibrated
+persistence"). "New stockouts": only stations not stocked out at t.
 
 | metric | model | persistence |
 |---|---|---|

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -69,6 +70,18 @@ class MlflowTracking(dg.ConfigurableResource):
                 all_tags["dagster.partition_key"] = dagster_context.partition_key
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags) as run:
             yield run
+
+
+class OptunaStudies(dg.ConfigurableResource):
+    """Where the hyper-parameter searches are kept: one Optuna journal file per study under
+    `root` (`$BIKESHARE_HOME/optuna` by default), so a study can be reopened with
+    `optuna.load_study(storage=JournalStorage(JournalFileBackend(path)), study_name=...)`.
+    Each training run also logs its journal and a trials table to MLflow."""
+
+    root: str
+
+    def journal(self, city: str, study_name: str) -> Path:
+        return Path(self.root) / city / f"{study_name}.journal"
 
 
 # --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import optuna
 import polars as pl
 
 from bikeshare_assets.cities import DEFAULT_CITIES_FILE, load_cities
+from bikeshare_assets.cli import DEMO_TRIALS
 from bikeshare_assets.features.compute import build_station_features
 from bikeshare_assets.features.labels import TARGETS, build_labels
 from bikeshare_assets.training.train import (
@@ -92,7 +93,7 @@ def training_time(ctx: BenchContext, target: str):
     frame = training_frame(features, labels)
     split = time_split(frame, SplitConfig())
     del inputs, features, labels, frame
-    tuning = TuningConfig()
+    tuning = TuningConfig(n_trials=DEMO_TRIALS)  # what `bikeshare demo` runs
     ctx.metric("build frame (setup, not timed)", fmt_seconds(time.perf_counter() - started))
     ctx.metric("train rows", split.train.height)
     ctx.metric("validation rows", split.validation.height)

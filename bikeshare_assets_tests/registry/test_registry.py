@@ -29,6 +29,7 @@ from bikeshare_assets.features.compute import FEATURE_COLUMNS
 from bikeshare_assets.partitions import city_partitions
 from bikeshare_assets.registry import registry as mlflow_registry
 from bikeshare_assets.registry.assets import ALREADY_CHAMPION, gate_check_name
+from bikeshare_assets.registry.gate import PromotionGate
 from bikeshare_assets.registry.registry import (
     CHALLENGER,
     CHAMPION,
@@ -37,7 +38,7 @@ from bikeshare_assets.registry.registry import (
     registered_model_name,
     rollback,
 )
-from bikeshare_assets.training.assets import MODEL_SUMMARY_SCHEMA, _log_to_mlflow
+from bikeshare_assets.training.assets import MODEL_SUMMARY_SCHEMA, _log_to_mlflow, summary_row
 from bikeshare_assets.training.tracking import MlflowTracking
 from bikeshare_assets.training.train import Split, SplitConfig, TrainedTarget
 from bikeshare_assets_tests.conftest import (
@@ -50,12 +51,13 @@ from bikeshare_assets_tests.support.training_data import (
     SIM_LAST_DAY,
     SPLIT_A,
     SPLIT_B,
-    SPLIT_C,
     fresh_mlflow_store,
+    short_history_split,
     shuffled_split,
     simulate_table,
     simulated_split,
     trained,
+    trained_on_short_history,
     trained_on_shuffled_labels,
 )
 
@@ -64,11 +66,11 @@ TARGET = "stockout_bikes"
 DOCKS = "stockout_docks"
 NAME = registered_model_name(CITY, TARGET)
 REGISTRY = dg.AssetKey([CITY, "registered_model_version"])
-GATE = dg.AssetCheckKey(REGISTRY, gate_check_name(TARGET))
+GATE_CHECK = dg.AssetCheckKey(REGISTRY, gate_check_name(TARGET))
 CHAMPION_RULE = "not worse than champion (same test rows)"
 # Floors a little below the default 0.70 / 0.55 / 0.10 so the decision does not hinge on the
 # third decimal of a 100-station toy city; the bad model misses them by far.
-GATE_CONFIG = {"min_pr_auc": 0.65, "min_f1": 0.5, "max_overfit_gap": 0.15}
+GATE = PromotionGate(min_pr_auc=0.65, min_f1=0.5, max_overfit_gap=0.15)
 
 
 class Registry:
@@ -93,16 +95,7 @@ class Registry:
 
         def summary(context, tracking: MlflowTracking, split: Split, model: TrainedTarget) -> dict:
             run_id, model_uri = _log_to_mlflow(context, tracking, city, split, model)
-            m = model.metrics
-            return {
-                "day": context.partition_key,
-                "target": model.target,
-                "mlflow_run_id": run_id,
-                "model_uri": model_uri,
-                **{k: m[k] for k in MODEL_SUMMARY_SCHEMA if k in m},
-                "test_rows": int(m["test_rows"]),
-                "n_trials": model.n_trials_completed,
-            }
+            return summary_row(context.partition_key, model, split, run_id, model_uri)
 
         @dg.asset(
             key=[CITY, "stockout_model"],
@@ -134,8 +127,7 @@ class Registry:
             selection=[self.stand_in.key, REGISTRY] if model is not None else [REGISTRY],
             partition_key=SIM_LAST_DAY,
             instance=self.instance,
-            resources=self.defs.resources,
-            run_config={"ops": {"paris__registered_model_version": {"config": GATE_CONFIG}}},
+            resources={**self.defs.resources, "promotion_gate": GATE},
             raise_on_error=False,
         )
         lake = Path(self.settings.storage_root)
@@ -151,9 +143,9 @@ class Registry:
             if e.event_type_value == "ASSET_CHECK_EVALUATION"
         ]
         assert sorted(e.check_name for e in evaluations) == sorted(
-            [GATE.name, gate_check_name(DOCKS)]
+            [GATE_CHECK.name, gate_check_name(DOCKS)]
         )
-        return next(e for e in evaluations if e.check_name == GATE.name)
+        return next(e for e in evaluations if e.check_name == GATE_CHECK.name)
 
     def alias(self, alias: str) -> str | None:
         version = alias_version(self.client, NAME, alias)
@@ -190,7 +182,7 @@ def test_gate_promotes_refuses_and_rollback_restores(
     # on B's rows, ranks below B — so step 2 exercises "not worse than the champion" passing.
     split_a, model_a = simulated_split(SPLIT_FIRST), trained(TARGET, SPLIT_FIRST)
     split_b, model_b = simulated_split(SPLIT_B), trained(TARGET, SPLIT_B)
-    split_c, model_c = simulated_split(SPLIT_C), trained(TARGET, SPLIT_C)
+    split_c, model_c = short_history_split(), trained_on_short_history(TARGET)
     bad_split, bad = shuffled_split(), trained_on_shuffled_labels(TARGET)
 
     # 1. The first model: registered as challenger; no champion yet, the gate passes.
@@ -200,6 +192,10 @@ def test_gate_promotes_refuses_and_rollback_restores(
     assert row["previous_champion"] is None and row["champion_pr_auc_same_rows"] is None
     assert (registry.alias(CHAMPION), registry.alias(CHALLENGER)) == ("1", "1")
     assert "previous_champion" not in registry.tags("1")
+    # What the version was fit on and tested on travels with it (seen_in_training).
+    assert registry.tags("1")["training_data_end"] == model_a.training_data_end
+    assert registry.tags("1")["training_data_end"] == str(split_a.validation["snapshot_at"].max())
+    assert registry.tags("1")["test_start"] == split_a.boundaries["test_start"]
     assert registry.gate_evaluation(result).passed is True
     run_a = registry.client.get_model_version(NAME, "1").run_id
     assert registry.client.get_run(run_a).data.metrics["test_pr_auc"] == pytest.approx(

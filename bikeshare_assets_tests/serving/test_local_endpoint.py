@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -28,6 +29,7 @@ from bikeshare_assets.definitions import build_endpoint
 from bikeshare_assets.features.compute import FEATURE_COLUMNS
 from bikeshare_assets.features.labels import TARGETS
 from bikeshare_assets.partitions import materialize_range
+from bikeshare_assets.registry.registry import registered_model_name
 from bikeshare_assets.serving.bundle import ServingBundle
 from bikeshare_assets.serving.client import EndpointError, HttpTransport, score
 from bikeshare_assets.serving.deploy import (
@@ -233,13 +235,38 @@ def test_predictions_asset_scores_every_station_with_the_model(
     serving: Serving, instance: dg.DagsterInstance
 ) -> None:
     serving.ensure_live()
-    label = serving.live_bundle().label
+    bundle = serving.live_bundle()
+    label = bundle.label
     keys = serving.keys[-3:]
-    result = materialize_range(
-        serving.defs, instance, f"{CITY}/stockout_predictions", keys[0], keys[-1]
-    )
+    # The champions say what they were fit on: bikes up to the middle snapshot, docks up to
+    # the first. A snapshot at or before the newer of the two was seen in training.
+    client = serving.champions.tracking.client()
+    ends = {"stockout_bikes": keys[1], "stockout_docks": keys[0]}
+    for target, key in ends.items():
+        at = datetime.strptime(key, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC)
+        client.set_model_version_tag(
+            registered_model_name(CITY, target),
+            bundle.champions[target],
+            "training_data_end",
+            str(at),
+        )
+    try:
+        result = materialize_range(
+            serving.defs, instance, f"{CITY}/stockout_predictions", keys[0], keys[-1]
+        )
+    finally:
+        for target in ends:
+            client.delete_model_version_tag(
+                registered_model_name(CITY, target), bundle.champions[target], "training_data_end"
+            )
     assert result.success
     meta = materializations(result)
+    for key, seen in zip(keys, (True, True, False), strict=True):
+        frame = serving.lake.read_parquet(
+            partition_key_path(dg.AssetKey([CITY, "stockout_predictions"]), key)
+        )
+        assert frame.get_column("seen_in_training").to_list() == [seen] * frame.height
+        assert meta[key]["seen_in_training"] == str(seen).lower()
     for key in keys:
         frame = serving.lake.read_parquet(
             partition_key_path(dg.AssetKey([CITY, "stockout_predictions"]), key)

@@ -281,3 +281,110 @@ def test_prediction_outcomes_of_unmatured_partitions_only(
         assert {"snapshot_at", "station_id", "stockout_bikes", "p_stockout_bikes"} <= set(
             out.columns
         )
+
+
+# --------------------------------------------------------------------------------------
+# rows seen in training, new stockouts (issue 10, items 10 and 11)
+
+
+def test_quality_leaves_out_rows_seen_in_training_and_scores_new_stockouts() -> None:
+    t = [T0 + timedelta(minutes=15 * i) for i in range(2)]
+    preds = predictions(
+        [
+            # t0: A..D, t1: A..D; bikes_available is 5 for all (fine at t) ...
+            (t[0], "A", 0.9, 0.1, True, False, "model"),
+            (t[0], "B", 0.6, 0.1, True, False, "model"),
+            (t[0], "C", 0.2, 0.1, False, False, "model"),
+            (t[0], "D", 0.1, 0.1, False, False, "model"),
+            (t[1], "A", 0.8, 0.1, True, False, "model"),
+            (t[1], "B", 0.3, 0.1, False, False, "model"),
+            (t[1], "C", 0.7, 0.1, True, False, "model"),
+            (t[1], "D", 0.05, 0.1, False, False, "model"),
+        ]
+    ).with_columns(
+        # ... except D at t1, already empty (not a new stockout); t0 was in training
+        bikes_available=pl.when((pl.col("station_id") == "D") & (pl.col("snapshot_at") == t[1]))
+        .then(0.0)
+        .otherwise(pl.col("station_id").replace_strict({"A": 3.0, "B": 9.0, "C": 4.0, "D": 6.0})),
+        seen_in_training=pl.col("snapshot_at") == t[0],
+    )
+    labs = labels(
+        [
+            (t[0], "A", True, False),
+            (t[0], "B", False, False),
+            (t[0], "C", False, False),
+            (t[0], "D", True, False),
+            (t[1], "A", False, False),
+            (t[1], "B", True, False),
+            (t[1], "C", True, False),
+            (t[1], "D", True, False),
+        ]
+    )
+    bikes = quality_metrics(join_outcomes(preds, labs), threshold=2)[0]
+    # only t1 is scored: 4 rows; t0's 4 rows were seen in training
+    assert (bikes["rows"], bikes["rows_seen_in_training"]) == (4, 4)
+    assert bikes["base_rate"] == pytest.approx(3 / 4)
+    # new stockouts: A (0.8, no), B (0.3, yes), C (0.7, yes); D was empty at t
+    # model ranks A, C, B: AP = (1/2 + 2/3) / 2; lowest count first: A(3), C(4), B(9): same
+    assert bikes["pr_auc_new_24h"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert bikes["baseline_pr_auc_new_24h"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # three candidates < 20: precision = 2 / 3 for both
+    assert bikes["precision_at_20_new_24h"] == pytest.approx(2 / 3)
+    assert bikes["baseline_precision_at_20_new_24h"] == pytest.approx(2 / 3)
+    # without the column nothing is known to be seen: all 8 rows scored
+    unknown = quality_metrics(join_outcomes(preds.drop("seen_in_training"), labs), threshold=2)
+    assert (unknown[0]["rows"], unknown[0]["rows_seen_in_training"]) == (8, 0)
+
+
+def test_model_quality_uses_the_configured_gate_floors(
+    sim_defs: tuple[dg.Definitions, LakeStorage], instance: dg.DagsterInstance
+) -> None:
+    """The quality check judges against the promotion_gate resource, not built-in defaults:
+    a 24-hour PR-AUC of 0.58 fails the default 0.70 and passes a configured 0.50."""
+    from bikeshare_assets.registry.gate import PromotionGate
+
+    defs, lake = sim_defs
+    t = [T0 + timedelta(minutes=15 * i) for i in range(4)]
+    preds = predictions(
+        [
+            (t[0], "A", 0.9, 0.9, True, True, "model"),
+            (t[1], "A", 0.8, 0.8, True, True, "model"),
+            (t[2], "A", 0.3, 0.3, False, False, "model"),
+            (t[3], "A", 0.1, 0.1, False, False, "model"),
+        ]
+    )
+    labs = labels(
+        [
+            (t[0], "A", False, False),
+            (t[1], "A", True, True),
+            (t[2], "A", True, True),
+            (t[3], "A", False, False),
+        ]
+    )
+    outcomes = join_outcomes(preds, labs)
+    for at in t:
+        write_partition(
+            lake, "prediction_outcomes", at, outcomes.filter(pl.col("snapshot_at") == at)
+        )
+    day = pkey(T0)[:10]
+
+    def quality_check(gate: PromotionGate) -> dg.AssetCheckEvaluation:
+        result = dg.materialize(
+            list(defs.assets or []),
+            selection=[f"{SIM_CITY}/model_quality"],
+            partition_key=day,
+            instance=instance,
+            resources={**defs.resources, "promotion_gate": gate},
+        )
+        (evaluation,) = [
+            e.event_specific_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+        return evaluation
+
+    # ranked 0.9 (no), 0.8 (yes), 0.3 (yes), 0.1 (no): AP = (1/2 + 2/3) / 2 = 0.583; F1 0.5
+    assert quality_check(PromotionGate()).passed is False
+    relaxed = quality_check(PromotionGate(min_pr_auc=0.5, min_f1=0.5))
+    assert relaxed.passed is True
+    assert relaxed.metadata["min_pr_auc"].value == 0.5
