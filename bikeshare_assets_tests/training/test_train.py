@@ -441,3 +441,12 @@ def test_new_stockout_metrics_are_logged_for_model_and_baseline(target: str) -> 
     )
     # on new stockouts the model knows more than the lowest count
     assert m["test_pr_auc_new"] > m["baseline_test_pr_auc_new"]
+
+
+def test_the_asset_config_defaults_to_the_tuning_trial_count() -> None:
+    """TrainingConfig repeats TuningConfig's default (training.train loads only when a run
+    trains): the two must not drift apart."""
+    from bikeshare_assets.training.assets import TrainingConfig
+    from bikeshare_assets.training.train import TuningConfig
+
+    assert TrainingConfig().n_trials == TuningConfig().n_trials
