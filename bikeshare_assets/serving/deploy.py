@@ -127,15 +127,27 @@ def stop_process(pid: int, grace_s: float = 10.0) -> None:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        if identity_of(pid) is None:
+            os.waitpid(pid, os.WNOHANG)
+        # Done when the whole group is gone: the leader exits first, and its server workers
+        # (which hold the port) may still be shutting down. While any member lives, the
+        # group's ID cannot be handed out again, so signalling it stays safe.
+        if not _group_alive(pid):
             return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _stop_started(process: subprocess.Popen) -> None:
