@@ -22,7 +22,8 @@ RISK_LINE = 0.5  # the map's "at risk" count: P >= 0.5 and not stocked out now
 
 
 def colour(frame: pl.DataFrame) -> pl.DataFrame:
-    """Green (safe) → amber → red (about to stock out), as RGBA for deck.gl."""
+    """Green (safe) → amber → red (about to stock out), as RGB columns for deck.gl (plain
+    numbers: list columns reach deck.gl as numpy arrays it cannot draw)."""
     r = pl.col("risk")
     low = r * 2  # 0..0.5 → green to amber
     high = (r - 0.5) * 2  # 0.5..1 → amber to red
@@ -30,23 +31,18 @@ def colour(frame: pl.DataFrame) -> pl.DataFrame:
         red=pl.when(r < 0.5).then(40 + low * 215).otherwise(255 - high * 40),
         green=pl.when(r < 0.5).then(160 + low * 40).otherwise(200 - high * 175),
         blue=pl.when(r < 0.5).then(70 - low * 70).otherwise(0),
-    ).with_columns(
-        fill=pl.concat_list(
-            pl.col("red").round().cast(pl.Int32),
-            pl.col("green").round().cast(pl.Int32),
-            pl.col("blue").round().cast(pl.Int32),
-            pl.lit(210),
-        )
-    )
+    ).with_columns(pl.col("red", "green", "blue").round().cast(pl.Int64))
 
 
-def deck(frame: pl.DataFrame, lat: float, lon: float) -> pdk.Deck:
+def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> pdk.Deck:
     data = colour(frame).select(
         "station_id",
         pl.col("name").fill_null("(not in the station list)"),
         "lat",
         "lon",
-        "fill",
+        "red",
+        "green",
+        "blue",
         radius=20 + 8 * pl.col("capacity").fill_null(20).cast(pl.Float64).sqrt(),
         bikes=pl.col("bikes_available").cast(pl.Int64),
         docks=pl.col("docks_available").cast(pl.Int64),
@@ -59,13 +55,9 @@ def deck(frame: pl.DataFrame, lat: float, lon: float) -> pdk.Deck:
         "ScatterplotLayer",
         data=data.filter(pl.col("lat").is_not_null()).to_pandas(),
         get_position=["lon", "lat"],
-        get_fill_color="fill",
+        get_fill_color="[red, green, blue, 210]",
         get_radius="radius",
         radius_units="meters",
-        radius_min_pixels=2,
-        stroked=True,
-        get_line_color=[40, 40, 40, 120],
-        line_width_min_pixels=0.5,
         pickable=True,
     )
     tooltip = {
@@ -78,7 +70,9 @@ def deck(frame: pl.DataFrame, lat: float, lon: float) -> pdk.Deck:
         layers=[layer],
         initial_view_state=pdk.ViewState(latitude=lat, longitude=lon, zoom=11.3),
         tooltip=tooltip,  # type: ignore[arg-type]
-        map_style="light",
+        # Carto's street tiles need the internet; offline (the embedded demo) the stations
+        # alone draw the city, and a headless browser does not wait on unreachable tiles.
+        **({"map_style": "light"} if streets else {"map_provider": None}),
     )
 
 
@@ -112,7 +106,8 @@ with common.guard():
             f"{fallback:.0%} of this snapshot fell back to persistence (the endpoint did not "
             "answer): those stations show P = 1 if empty/full now, else 0. See System health."
         )
-    st.pydeck_chart(deck(snap, city.latitude, city.longitude), height=600)
+    streets = st.toggle("Street map (Carto tiles, needs internet)", value=False)
+    st.pydeck_chart(deck(snap, city.latitude, city.longitude, streets), height=600)
     st.caption(
         "Colour: the higher of P(no bikes) and P(no docks) in 30 minutes — green below 20 %, "
         "amber around 50 %, red above 80 %. Size: station capacity. Hover a station for its "
