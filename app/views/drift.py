@@ -30,6 +30,7 @@ with common.guard():
     city = common.city()
     st.title(f"Drift — {city.display_name}")
     lake = common.lake()
+    common.require_partitions(city.key, "raw_station_status", "raw data")  # a fresh install
     keys = lake.partitions(city.key, "drift_report")
     if not keys:
         st.info(
