@@ -12,11 +12,32 @@ st.set_page_config(page_title="Bike-share operations", page_icon="🚲", layout=
 import common  # noqa: E402  (set_page_config must come first)
 
 PAGES = [
-    st.Page("views/risk_map.py", title="Risk map", icon="🗺️", url_path="risk-map", default=True),
-    st.Page("views/dispatch.py", title="Dispatch list", icon="🚐", url_path="dispatch"),
-    st.Page("views/model_health.py", title="Model health", icon="📈", url_path="model-health"),
-    st.Page("views/drift.py", title="Drift", icon="🌡️", url_path="drift"),
-    st.Page("views/system_health.py", title="System health", icon="🩺", url_path="system-health"),
+    st.Page(
+        "views/risk_map.py",
+        title="Risk map",
+        icon=":material/map:",
+        url_path="risk-map",
+        default=True,
+    ),
+    st.Page(
+        "views/dispatch.py",
+        title="Dispatch list",
+        icon=":material/local_shipping:",
+        url_path="dispatch",
+    ),
+    st.Page(
+        "views/model_health.py",
+        title="Model health",
+        icon=":material/monitoring:",
+        url_path="model-health",
+    ),
+    st.Page("views/drift.py", title="Drift", icon=":material/thermostat:", url_path="drift"),
+    st.Page(
+        "views/system_health.py",
+        title="System health",
+        icon=":material/health_and_safety:",
+        url_path="system-health",
+    ),
 ]
 
 navigation = st.navigation(PAGES)

@@ -107,7 +107,7 @@ with common.guard():
                 strokeDash="target:N",
                 tooltip=["hour:T", "target", "scorer", alt.Tooltip("value:Q", format=".3f")],
             )
-            .properties(height=180)
+            .properties(height=180, width=230)
             .facet(column=alt.Column("metric:N", title=None))
             .resolve_scale(y="independent"),
         )

@@ -95,12 +95,12 @@ with common.guard():
     risky = at_risk(snap, threshold, min_p=RISK_LINE)
     out = stocked_out_now(snap, threshold)
     fallback = preds.get_column("source").eq("fallback").mean()
-    cols = st.columns(5)
-    cols[0].metric("Snapshot", common.local_time(city, chosen))
-    cols[1].metric(f"At risk (P ≥ {RISK_LINE:.0%}, fine now)", risky.height)
-    cols[2].metric("Empty now", out["stockout_bikes"].height)
-    cols[3].metric("Full now", out["stockout_docks"].height)
-    cols[4].metric("Stations scored", snap.height)
+    st.caption(f"Snapshot {common.local_time(city, chosen)}")
+    cols = st.columns(4)
+    cols[0].metric(f"At risk (P ≥ {RISK_LINE:.0%}, fine now)", risky.height)
+    cols[1].metric("Empty now", out["stockout_bikes"].height)
+    cols[2].metric("Full now", out["stockout_docks"].height)
+    cols[3].metric("Stations scored", snap.height)
     if fallback:
         st.warning(
             f"{fallback:.0%} of this snapshot fell back to persistence (the endpoint did not "
