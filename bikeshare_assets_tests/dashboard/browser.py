@@ -29,7 +29,7 @@ PAGES = {
 }
 # what shows that a page finished drawing, beyond Streamlit's "not running" state
 READY = {
-    "Risk map": '[data-testid="stDeckGlJsonChart"] canvas',
+    "Risk map": '[data-testid="stDeckGlJsonChart"]',
     "Dispatch list": '[data-testid="stDataFrame"]',
 }
 
@@ -147,6 +147,16 @@ def switch(driver, title: str, timeout_s: float = 60) -> float:
     link.click()
     wait_rendered(driver, title, timeout_s)
     return time.perf_counter() - started
+
+
+def wait_map_drawn(driver, timeout_s: float = 90) -> None:
+    """deck.gl created its WebGL canvas: the map layer is being drawn."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"{READY['Risk map']} canvas")
+    )
 
 
 def page_errors(driver) -> list[str]:

@@ -37,6 +37,7 @@ def test_every_page_renders_in_chromium(demo_outputs: DemoOutputs, tmp_path: Pat
                 browser.load(driver, url, title)
                 assert browser.page_errors(driver) == [], title
                 if title == "Risk map":
+                    browser.wait_map_drawn(driver)
                     # SwiftShader draws the map (the canvas exists) but cannot hand a
                     # screenshot of a full-city WebGL layer back in time: see below.
                     continue
@@ -48,6 +49,7 @@ def test_every_page_renders_in_chromium(demo_outputs: DemoOutputs, tmp_path: Pat
             # navigating by the sidebar works too, and comes back to a drawn map
             browser.switch(driver, "Dispatch list")
             browser.switch(driver, "Risk map")
+            browser.wait_map_drawn(driver)
             assert browser.page_errors(driver) == []
         finally:
             driver.quit()
