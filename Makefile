@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export BIKESHARE_HOME ?= $(CURDIR)/.bikeshare
 export DAGSTER_HOME   ?= $(BIKESHARE_HOME)/dagster_home
 
-.PHONY: demo test bench ui lint venv clean
+.PHONY: demo test bench ui dashboard lint venv clean
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ bench: venv
 ui: venv
 	mkdir -p $(DAGSTER_HOME)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml
+
+## Open the operations dashboard (Streamlit) on the lake the demo wrote.
+dashboard: venv
+	$(BIN)/bikeshare dashboard $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
