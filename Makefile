@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export BIKESHARE_HOME ?= $(CURDIR)/.bikeshare
 export DAGSTER_HOME   ?= $(BIKESHARE_HOME)/dagster_home
 
-.PHONY: demo test bench ui lint lock docs venv clean
+.PHONY: demo test bench ui dashboard lint lock docs venv clean
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ ui: venv
 ## Rewrite the doc tables generated from the code (environment variables, null budgets).
 docs: venv
 	$(BIN)/python -m bikeshare_assets_tests.docs_sync
+
+## Open the operations dashboard (Streamlit) on the lake the demo wrote.
+dashboard: venv
+	$(BIN)/bikeshare dashboard $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

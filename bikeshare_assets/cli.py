@@ -388,31 +388,7 @@ def _print_serving(settings: Settings, stages: list[Stage]) -> None:
         print(
             f"batch success rate: {batches.get_column('ok').mean():.1%} (fallback rows are flagged source=fallback)"
         )
-        newest = predictions.filter(
-            pl.col("snapshot_at") == predictions.get_column("snapshot_at").max()
-        )
-        day = newest.get_column("snapshot_at")[0].strftime("%Y-%m-%d")
-        info, _ = read_partitions(
-            lake, dg.AssetKey([city, "raw_station_information"]), [day], missing_ok=True
-        )
-        if info.height:
-            newest = newest.join(info.select("station_id", "name"), on="station_id", how="left")
-        else:
-            newest = newest.with_columns(name=pl.lit(None, pl.String))
-        risk = newest.with_columns(
-            risk=pl.max_horizontal("p_stockout_bikes", "p_stockout_docks"),
-            kind=pl.when(pl.col("p_stockout_bikes") >= pl.col("p_stockout_docks"))
-            .then(pl.lit("no bikes"))
-            .otherwise(pl.lit("no docks")),
-        ).sort("risk", descending=True)
-        print(
-            f"top 10 stations at risk at {newest.get_column('snapshot_at')[0]:%Y-%m-%d %H:%M} UTC:"
-        )
-        for r in risk.head(10).iter_rows(named=True):
-            print(
-                f"  {r['station_id']:>8}  {(r['name'] or '')[:38]:38}  {r['kind']:9} P={r['risk']:.2f}  "
-                f"(bikes {r['bikes_available']:.0f}, docks {r['docks_available']:.0f})"
-            )
+        _print_at_risk(settings, city, keys)
         quality_day = (
             stages[-1].first if stages[-1].selection[0].endswith("model_quality") else None
         )
@@ -464,6 +440,71 @@ def _print_quality(lake, city: str, day: str, quality, predictions) -> None:
             f"({fmt(r.get('baseline_precision_at_20_new_24h'))}); {r['rows']} outcomes scored, "
             f"{r.get('rows_seen_in_training') or 0} seen in training left out"
         )
+
+
+def _print_at_risk(settings: Settings, city: str, keys: list[str]) -> None:
+    """The newest snapshot's ten stations most likely to stock out that are still fine now
+    (the dashboard's dispatch ranking), and how many are already empty or full."""
+    from bikeshare_assets.dispatch import at_risk, station_snapshot, stocked_out_now
+    from bikeshare_assets.read import LakeReader
+
+    reader = LakeReader.from_settings(settings)
+    scored = [k for k in reader.nonempty_partitions(city, "stockout_predictions") if k in keys]
+    if not scored:
+        return
+    newest = reader.read(city, "stockout_predictions", scored[-1:])
+    at = newest.get_column("snapshot_at")[0]
+    days = reader.partitions(city, "raw_station_information")
+    day = at.strftime("%Y-%m-%d")
+    stations = reader.read(city, "raw_station_information", [day]) if day in days else None
+    snapshot = station_snapshot(newest, stations)
+    threshold = settings.cities[city].stockout_threshold
+    ranked = at_risk(snapshot, threshold)
+    out = stocked_out_now(snapshot, threshold)
+    print(
+        f"top 10 stations at risk at {at:%Y-%m-%d %H:%M} UTC, not stocked out now "
+        f"(the dashboard's dispatch list: `bikeshare dashboard`):"
+    )
+    for r in ranked.head(10).iter_rows(named=True):
+        print(
+            f"  {r['station_id']:>8}  {(r['name'] or '')[:38]:38}  {r['risk_of']:9} P={r['p']:.2f}  "
+            f"(bikes {r['bikes_available']:.0f}, docks {r['docks_available']:.0f})"
+        )
+    print(
+        f"already stocked out (not ranked): {out['stockout_bikes'].height} stations empty, "
+        f"{out['stockout_docks'].height} full (<= {threshold} bikes / free docks)"
+    )
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Start the Streamlit operations dashboard (app/) on the lake the pipeline wrote."""
+    import subprocess
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parents[1] / "app" / "dashboard.py"
+    if not app.exists():
+        print(
+            f"The dashboard is not installed beside the package ({app} is missing); run it "
+            "from a clone of the repository.",
+            file=sys.stderr,
+        )
+        return 2
+    settings = get_settings()  # a wrong environment fails here, with its message
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", args.address, "--server.port", str(args.port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none", "--theme.base", "light",
+    ]  # fmt: skip
+    print(
+        f"dashboard: http://{args.address}:{args.port}  (data: {settings.storage_root}; "
+        "Ctrl-C stops it)",
+        flush=True,
+    )
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _stop_endpoints(settings: Settings) -> None:
@@ -745,6 +786,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--stop", action="store_true", help="stop the running local endpoint")
     serve.set_defaults(func=cmd_serve)
+    dashboard = sub.add_parser("dashboard", help="start the operations dashboard (Streamlit)")
+    dashboard.add_argument("--port", type=int, default=8501)
+    dashboard.add_argument("--address", default="127.0.0.1")
+    dashboard.set_defaults(func=cmd_dashboard)
     rollback = sub.add_parser("rollback", help="put the previous champion back")
     rollback.add_argument("--city", required=True)
     rollback.add_argument("--target", required=True, choices=["stockout_bikes", "stockout_docks"])

@@ -1,0 +1,115 @@
+"""Risk map: every station of a scored snapshot, coloured by its risk (the higher of
+P(no bikes) and P(no docks) in 30 minutes), sized by capacity."""
+
+import common
+import polars as pl
+import pydeck as pdk
+import streamlit as st
+
+from bikeshare_assets.dispatch import at_risk, station_snapshot, stocked_out_now
+
+PREDICTION_COLUMNS = [
+    "snapshot_at",
+    "station_id",
+    "bikes_available",
+    "docks_available",
+    "p_stockout_bikes",
+    "p_stockout_docks",
+    "model_version",
+    "source",
+]
+RISK_LINE = 0.5  # the map's "at risk" count: P >= 0.5 and not stocked out now
+
+
+def colour(frame: pl.DataFrame) -> pl.DataFrame:
+    """Green (safe) → amber → red (about to stock out), as RGB columns for deck.gl (plain
+    numbers: list columns reach deck.gl as numpy arrays it cannot draw)."""
+    r = pl.col("risk")
+    low = r * 2  # 0..0.5 → green to amber
+    high = (r - 0.5) * 2  # 0.5..1 → amber to red
+    return frame.with_columns(
+        red=pl.when(r < 0.5).then(40 + low * 215).otherwise(255 - high * 40),
+        green=pl.when(r < 0.5).then(160 + low * 40).otherwise(200 - high * 175),
+        blue=pl.when(r < 0.5).then(70 - low * 70).otherwise(0),
+    ).with_columns(pl.col("red", "green", "blue").round().cast(pl.Int64))
+
+
+def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> pdk.Deck:
+    data = colour(frame).select(
+        "station_id",
+        pl.col("name").fill_null("(not in the station list)"),
+        "lat",
+        "lon",
+        "red",
+        "green",
+        "blue",
+        radius=20 + 8 * pl.col("capacity").fill_null(20).cast(pl.Float64).sqrt(),
+        bikes=pl.col("bikes_available").cast(pl.Int64),
+        docks=pl.col("docks_available").cast(pl.Int64),
+        p_bikes=(pl.col("p_stockout_bikes") * 100).round(0).cast(pl.Int64),
+        p_docks=(pl.col("p_stockout_docks") * 100).round(0).cast(pl.Int64),
+        model=pl.col("model_version"),
+        capacity=pl.col("capacity").fill_null(0),
+    )
+    layer = pdk.Layer(
+        "ScatterplotLayer",
+        data=data.filter(pl.col("lat").is_not_null()).to_pandas(),
+        get_position=["lon", "lat"],
+        get_fill_color="[red, green, blue, 210]",
+        get_radius="radius",
+        radius_units="meters",
+        pickable=True,
+    )
+    tooltip = {
+        "html": "<b>{name}</b> ({station_id})<br/>bikes {bikes} · free docks {docks} · "
+        "capacity {capacity}<br/>P(no bikes in 30 min) {p_bikes}%<br/>"
+        "P(no docks in 30 min) {p_docks}%<br/><small>model {model}</small>",
+        "style": {"fontSize": "13px"},
+    }
+    return pdk.Deck(
+        layers=[layer],
+        initial_view_state=pdk.ViewState(latitude=lat, longitude=lon, zoom=11.3),
+        tooltip=tooltip,  # type: ignore[arg-type]
+        # Carto's street tiles need the internet; offline (the embedded demo) the stations
+        # alone draw the city, and a headless browser does not wait on unreachable tiles.
+        **({"map_style": "light"} if streets else {"map_provider": None}),
+    )
+
+
+with common.guard():
+    city = common.city()
+    st.title(f"Risk map — {city.display_name}")
+    keys = common.scored_snapshots(city.key)
+    chosen = keys[-1]
+    if len(keys) > 1:
+        chosen = st.select_slider(
+            "Scored snapshot (UTC)",
+            options=keys,
+            value=keys[-1],
+            format_func=lambda k: f"{k[:10]} {k[11:]}",
+            help="Every snapshot the model scored; the newest is what a van should act on.",
+        )
+    preds = common.lake().read(city.key, "stockout_predictions", [chosen], PREDICTION_COLUMNS)
+    snap = station_snapshot(preds, common.stations_for(city.key, chosen))
+    threshold = city.stockout_threshold
+    risky = at_risk(snap, threshold, min_p=RISK_LINE)
+    out = stocked_out_now(snap, threshold)
+    fallback = preds.get_column("source").eq("fallback").mean()
+    st.caption(f"Snapshot {common.local_time(city, chosen)}")
+    cols = st.columns(4)
+    cols[0].metric(f"At risk (P ≥ {RISK_LINE:.0%}, fine now)", risky.height)
+    cols[1].metric("Empty now", out["stockout_bikes"].height)
+    cols[2].metric("Full now", out["stockout_docks"].height)
+    cols[3].metric("Stations scored", snap.height)
+    if fallback:
+        st.warning(
+            f"{fallback:.0%} of this snapshot fell back to persistence (the endpoint did not "
+            "answer): those stations show P = 1 if empty/full now, else 0. See System health."
+        )
+    streets = st.toggle("Street map (Carto tiles, needs internet)", value=False)
+    st.pydeck_chart(deck(snap, city.latitude, city.longitude, streets), height=600)
+    st.caption(
+        "Colour: the higher of P(no bikes) and P(no docks) in 30 minutes — green below 20 %, "
+        "amber around 50 %, red above 80 %. Size: station capacity. Hover a station for its "
+        f"counts and probabilities. Model: `{preds.get_column('model_version')[0]}`."
+    )

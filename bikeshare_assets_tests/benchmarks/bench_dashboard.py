@@ -1,0 +1,86 @@
+"""Dashboard benchmark: the operations dashboard in a real headless browser on the demo's
+embedded Paris outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bikeshare_assets_tests.benchmarks import REPO_ROOT, BenchContext, Run, benchmark, case
+
+GOAL_FIRST_LOAD_S = 1.5
+GOAL_SWITCH_S = 0.5
+P_DISPATCH = "first load: dispatch list (new browser session)"
+P_SWITCH = "page switch: dispatch list → system health"
+
+
+def _demo_env() -> dict[str, str]:
+    home = Path(os.environ.get("BIKESHARE_HOME") or REPO_ROOT / ".bikeshare").resolve()
+    if not (home / "lake" / "stockout_predictions").exists():
+        raise RuntimeError(
+            f"no demo outputs under {home}: run `make demo` first (or set BIKESHARE_HOME)."
+        )
+    env = {k: v for k, v in os.environ.items() if k.startswith(("BIKESHARE_", "DAGSTER_"))}
+    return {**env, "BIKESHARE_HOME": str(home)}
+
+
+def _summary(results) -> list[str]:
+    lines = []
+    for r in results:
+        for phase, goal in (
+            (P_DISPATCH, GOAL_FIRST_LOAD_S),
+            (P_SWITCH, GOAL_SWITCH_S),
+        ):
+            median = r.median(phase)
+            verdict = "met" if median <= goal else "**missed**"
+            lines.append(f"- {phase}: median {median:.2f} s against a goal of {goal} s: {verdict}.")
+    return lines
+
+
+@benchmark(
+    "dashboard_browser",
+    title="Dashboard: first load and page switch in headless Chromium",
+    description=f"""
+        `bikeshare dashboard` (Streamlit) on the demo's outputs (`BIKESHARE_HOME`, the
+        embedded Paris period: 1,262 scored stations in the newest snapshot, 24 h of
+        outcomes), driven by selenium in headless Chromium (GPU off). A page counts as
+        loaded when Streamlit's script run is over, its title is drawn and its main element
+        exists (the dispatch list's table); polled every 20 ms. *First load* opens the
+        dispatch list by URL in a new browser session on a server that already served one
+        session (the unrecorded warm-up pays the server's imports and first reads). *Page
+        switch* clicks the sidebar link to System health in the same session. The risk map
+        is not measured: its deck.gl layer wedges headless Chromium's renderer on this
+        machine (software WebGL or none), see docs/dashboard.md. Goals: first load <
+        {GOAL_FIRST_LOAD_S} s, page switch < {GOAL_SWITCH_S} s.
+    """,
+    cases=[case("Paris demo outputs")],
+    repeat=3,
+    warmup=1,
+    summarize=_summary,
+)
+def dashboard_browser(ctx: BenchContext):
+    from bikeshare_assets_tests.conftest import free_port
+    from bikeshare_assets_tests.dashboard import browser
+
+    missing = browser.browser_missing()
+    if missing:
+        raise RuntimeError(missing)
+    env = _demo_env()
+    with browser.dashboard_server(env, free_port()) as url:
+        ctx.metric("data", env["BIKESHARE_HOME"])
+
+        def once(run: Run) -> None:
+            with run.untimed():
+                first = browser.chrome(webgl=False)
+            try:
+                run.add_phase(P_DISPATCH, browser.load(first, url, "Dispatch list"))
+                run.add_phase(P_SWITCH, browser.switch(first, "System health"))
+                with run.untimed():
+                    errors = browser.page_errors(first)
+                    if errors:
+                        raise RuntimeError(f"Streamlit exceptions on the page: {errors}")
+            finally:
+                with run.untimed():
+                    first.quit()
+
+        yield once

@@ -1,0 +1,178 @@
+"""The dashboard in a real browser: `bikeshare dashboard` started as a user starts it, and
+headless Chromium (Debian's `chromium` + `chromium-driver`, installed by .ci/run) driven by
+selenium. Shared by the browser test and the dashboard benchmark."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from bikeshare_assets_tests.conftest import REPO, VENV_BIN
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# page title (h1 starts with it) -> URL path; the risk map is the default page ("/")
+PAGES = {
+    "Risk map": "",
+    "Dispatch list": "dispatch",
+    "Model health": "model-health",
+    "Drift": "drift",
+    "System health": "system-health",
+}
+# what shows that a page finished drawing, beyond Streamlit's "not running" state
+READY = {
+    "Risk map": '[data-testid="stDeckGlJsonChart"]',
+    "Dispatch list": '[data-testid="stDataFrame"]',
+}
+
+
+def browser_missing() -> str | None:
+    if not CHROMEDRIVER.exists() or shutil.which("chromium") is None:
+        return "headless Chromium is not installed: apt-get install -y chromium chromium-driver"
+    return None
+
+
+@contextmanager
+def dashboard_server(env: dict[str, str], port: int, startup_s: float = 90) -> Iterator[str]:
+    """`bikeshare dashboard --port <port>` in its own process group; stopped whatever
+    happens."""
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "bikeshare"), "dashboard", "--port", str(port)],
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"bikeshare dashboard exited with {proc.returncode}: {proc.stdout.read()}"  # type: ignore[union-attr]
+                )
+            try:
+                if requests.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bikeshare dashboard did not answer within {startup_s:.0f} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def chrome(webgl: bool = True, width: int = 1440, height: int = 1300):
+    """Headless Chromium; software WebGL (SwiftShader) draws the deck.gl map. Every host but
+    127.0.0.1 resolves to nothing: the test is offline and waits on no tile server."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        *(
+            ("--enable-unsafe-swiftshader", "--use-angle=swiftshader")
+            if webgl
+            else ("--disable-gpu",)
+        ),
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+def rendered(driver, title: str, marker: bool = True) -> bool:
+    """Streamlit finished the run of page `title` and drew what the page is about."""
+    from selenium.webdriver.common.by import By
+
+    app = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"]')
+    if not app or app[0].get_attribute("data-test-script-state") != "notRunning":
+        return False
+    if not any(h.text.startswith(title) for h in driver.find_elements(By.TAG_NAME, "h1")):
+        return False
+    ready = READY.get(title) if marker else None
+    return ready is None or bool(driver.find_elements(By.CSS_SELECTOR, ready))
+
+
+def wait_rendered(driver, title: str, timeout_s: float = 90, marker: bool = True) -> float:
+    """Seconds until page `title` is rendered (polling every 20 ms)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    started = time.perf_counter()
+    WebDriverWait(driver, timeout_s, poll_frequency=0.02).until(
+        lambda d: rendered(d, title, marker)
+    )
+    return time.perf_counter() - started
+
+
+def load(driver, base_url: str, title: str, timeout_s: float = 90) -> float:
+    """Open page `title` by URL in this browser session; seconds until rendered."""
+    started = time.perf_counter()
+    driver.get(f"{base_url}/{PAGES[title]}")
+    wait_rendered(driver, title, timeout_s)
+    return time.perf_counter() - started
+
+
+def switch(driver, title: str, timeout_s: float = 60) -> float:
+    """Click the sidebar link to page `title` (Streamlit switches without reloading)."""
+    from selenium.webdriver.common.by import By
+
+    link = next(
+        a
+        for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
+        if a.text.strip().endswith(title)
+    )
+    started = time.perf_counter()
+    link.click()
+    wait_rendered(driver, title, timeout_s)
+    return time.perf_counter() - started
+
+
+def wait_map_drawn(driver, timeout_s: float = 90) -> None:
+    """deck.gl created its WebGL canvas: the map layer is being drawn."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"{READY['Risk map']} canvas")
+    )
+
+
+def page_errors(driver) -> list[str]:
+    """Streamlit exception elements and tracebacks on the page."""
+    from selenium.webdriver.common.by import By
+
+    found = [e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')]
+    body = driver.find_element(By.TAG_NAME, "body").text
+    if "Traceback (most recent call last)" in body:
+        found.append(body)
+    return found
+
+
+def screenshot(driver, path: Path) -> Path:
+    """A PNG of the viewport (Chrome DevTools Protocol)."""
+    data = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})["data"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(data))
+    return path
