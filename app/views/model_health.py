@@ -14,7 +14,12 @@ from bikeshare_assets.health import (
     last_hours,
     quality_vs_persistence,
 )
-from bikeshare_assets.read import model_versions, run_reason, serving_thresholds
+from bikeshare_assets.read import (
+    REGISTRY_TAGS,
+    model_versions,
+    run_reason,
+    serving_thresholds,
+)
 
 OUTCOME_COLUMNS = [
     "snapshot_at",
@@ -154,18 +159,7 @@ with common.guard():
                 f"registered {newest['registered_at']:%Y-%m-%d %H:%M} UTC — {reason}."
             )
             st.dataframe(
-                versions.select(
-                    "target",
-                    "version",
-                    "aliases",
-                    "registered_at",
-                    "day",
-                    "promoted_at",
-                    "previous_champion",
-                    "superseded_by",
-                    "rolled_back_at",
-                    "restored_from",
-                ),
+                versions.select("target", "version", "aliases", "registered_at", *REGISTRY_TAGS),
                 hide_index=True,
                 column_config={
                     "registered_at": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
