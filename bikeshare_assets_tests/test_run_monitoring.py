@@ -66,6 +66,12 @@ def test_killed_run_is_marked_failed_and_its_orphaned_step_stopped(tmp_path: Pat
     module = tmp_path / "sleepy.py"
     module.write_text(SLEEPY)
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    # Create the SQLite storages once, here: a daemon and a CLI that both find an empty
+    # DAGSTER_HOME race to create the schema ("alembic_version has more than one head").
+    with dg.DagsterInstance.from_config(str(home)) as fresh:
+        fresh.get_runs(limit=1)
+        fresh.get_latest_materialization_events([dg.AssetKey("sleepy")])
+        fresh.all_instigator_state()
     log = (tmp_path / "daemon.log").open("w")
     daemon = subprocess.Popen(
         [str(VENV_BIN / "dagster-daemon"), "run", "-f", str(module)],
