@@ -1,10 +1,13 @@
 """Risk map: every station of a scored snapshot, coloured by its risk (the higher of
 P(no bikes) and P(no docks) in 30 minutes), sized by capacity."""
 
+import json
+
 import common
 import polars as pl
 import pydeck as pdk
 import streamlit as st
+from pydeck.bindings.json_tools import default_serialize
 
 from bikeshare_assets.dispatch import at_risk, station_snapshot, stocked_out_now
 
@@ -32,6 +35,14 @@ def colour(frame: pl.DataFrame) -> pl.DataFrame:
         green=pl.when(r < 0.5).then(160 + low * 40).otherwise(200 - high * 175),
         blue=pl.when(r < 0.5).then(70 - low * 70).otherwise(0),
     ).with_columns(pl.col("red", "green", "blue").round().cast(pl.Int64))
+
+
+class CompactDeck(pdk.Deck):
+    """pydeck writes its JSON indented: a third of the ~0.5 MB a full city sends to the
+    browser is whitespace. Streamlit sends `to_json()` as is."""
+
+    def to_json(self) -> str:
+        return json.dumps(self, sort_keys=True, default=default_serialize, separators=(",", ":"))
 
 
 def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> pdk.Deck:
@@ -63,7 +74,7 @@ def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> 
     )
     layer = pdk.Layer(
         "ScatterplotLayer",
-        data=data.to_pandas(),
+        data=data.to_dicts(),  # records: pydeck would turn a pandas frame into them slowly
         get_position=["lon", "lat"],
         get_fill_color="[red, green, blue, 210]",
         get_radius="radius",
@@ -77,7 +88,7 @@ def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> 
         f"P(no docks in 30 min) {{p_docks}}%<br/><small>model {model}</small>",
         "style": {"fontSize": "13px"},
     }
-    return pdk.Deck(
+    return CompactDeck(
         layers=[layer],
         initial_view_state=pdk.ViewState(latitude=lat, longitude=lon, zoom=11.3),
         tooltip=tooltip,  # type: ignore[arg-type]
