@@ -77,9 +77,10 @@ def dashboard_server(env: dict[str, str], port: int, startup_s: float = 90) -> I
             proc.wait()
 
 
-def chrome(webgl: bool = True, width: int = 1440, height: int = 1300):
+def chrome(webgl: bool = True, width: int = 1440, height: int = 1300, profile: Path | None = None):
     """Headless Chromium; software WebGL (SwiftShader) draws the deck.gl map. Every host but
-    127.0.0.1 resolves to nothing: the test is offline and waits on no tile server."""
+    127.0.0.1 resolves to nothing: the test is offline and waits on no tile server. With a
+    `profile` folder, sessions share one HTTP cache, as a returning user's browser does."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -89,6 +90,7 @@ def chrome(webgl: bool = True, width: int = 1440, height: int = 1300):
         "--no-sandbox",
         "--disable-dev-shm-usage",
         f"--window-size={width},{height}",
+        *((f"--user-data-dir={profile}",) if profile else ()),
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
         *(
             ("--enable-unsafe-swiftshader", "--use-angle=swiftshader")
