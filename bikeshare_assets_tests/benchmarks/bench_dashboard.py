@@ -11,10 +11,10 @@ from bikeshare_assets_tests.benchmarks import REPO_ROOT, BenchContext, Run, benc
 
 GOAL_FIRST_LOAD_S = 1.5
 GOAL_SWITCH_S = 0.5
-P_MAP = "first load: risk map, stations drawn (new browser session)"
+P_MAP = "first load: risk map, deck.gl canvas up (new browser session)"
 P_DISPATCH = "first load: dispatch list (new browser session)"
 P_SWITCH = "page switch: dispatch list → system health"
-P_SWITCH_MAP = "page switch: system health → risk map, stations drawn"
+P_SWITCH_MAP = "page switch: system health → risk map, deck.gl canvas up"
 
 
 def _demo_env() -> dict[str, str]:
@@ -54,7 +54,7 @@ def _summary(results) -> list[str]:
         outcomes), driven by selenium in headless Chromium with software WebGL
         (SwiftShader). A page counts as loaded when Streamlit's script run is over, its
         title is drawn and its main element exists (the dispatch list's table; the risk
-        map's deck.gl canvas, then its stations in a screenshot — that screenshot is not
+        map's deck.gl canvas; its stations are then checked in a screenshot, not
         timed); polled every 20 ms. *First load* opens the page by URL in a new browser
         session (a new tab and page, but the browser profile — its HTTP cache of
         Streamlit's and deck.gl's scripts — kept, as for a dispatcher who opened the
