@@ -1,10 +1,13 @@
 """Risk map: every station of a scored snapshot, coloured by its risk (the higher of
 P(no bikes) and P(no docks) in 30 minutes), sized by capacity."""
 
+import json
+
 import common
 import polars as pl
 import pydeck as pdk
 import streamlit as st
+from pydeck.bindings.json_tools import default_serialize
 
 from bikeshare_assets.dispatch import at_risk, station_snapshot, stocked_out_now
 
@@ -34,39 +37,58 @@ def colour(frame: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("red", "green", "blue").round().cast(pl.Int64))
 
 
+class CompactDeck(pdk.Deck):
+    """pydeck writes its JSON indented: a third of the ~0.5 MB a full city sends to the
+    browser is whitespace. Streamlit sends `to_json()` as is."""
+
+    def to_json(self) -> str:
+        return json.dumps(self, sort_keys=True, default=default_serialize, separators=(",", ":"))
+
+
 def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> pdk.Deck:
-    data = colour(frame).select(
+    """The stations as one deck.gl scatter layer. The JSON the browser gets is kept small
+    (only what the tooltip shows, coordinates to ~1 m, integers), and radii are metres —
+    deck.gl's default unit: pydeck turns any string argument into an expression, so
+    `radius_units="meters"` reached deck.gl as an undefined accessor and drew every
+    station as a disc covering the whole city (which software WebGL could not finish)."""
+    models = frame.get_column("model_version").unique().drop_nulls()
+    one_model = models.len() == 1
+    data = colour(frame.filter(pl.col("lat").is_not_null() & pl.col("lon").is_not_null())).select(
         "station_id",
         pl.col("name").fill_null("(not in the station list)"),
-        "lat",
-        "lon",
+        pl.col("lat").round(5),
+        pl.col("lon").round(5),
         "red",
         "green",
         "blue",
-        radius=20 + 8 * pl.col("capacity").fill_null(20).cast(pl.Float64).sqrt(),
+        radius=(20 + 8 * pl.col("capacity").fill_null(20).cast(pl.Float64).sqrt())
+        .round()
+        .cast(pl.Int64),
         bikes=pl.col("bikes_available").cast(pl.Int64),
         docks=pl.col("docks_available").cast(pl.Int64),
         p_bikes=(pl.col("p_stockout_bikes") * 100).round(0).cast(pl.Int64),
         p_docks=(pl.col("p_stockout_docks") * 100).round(0).cast(pl.Int64),
-        model=pl.col("model_version"),
-        capacity=pl.col("capacity").fill_null(0),
+        capacity=pl.col("capacity").fill_null(0).cast(pl.Int64),
+        # the model's name goes into the tooltip's text when the whole snapshot has one
+        **({} if one_model else {"model": pl.col("model_version")}),
     )
     layer = pdk.Layer(
         "ScatterplotLayer",
-        data=data.filter(pl.col("lat").is_not_null()).to_pandas(),
+        data=data.to_dicts(),  # records: pydeck would turn a pandas frame into them slowly
         get_position=["lon", "lat"],
         get_fill_color="[red, green, blue, 210]",
         get_radius="radius",
-        radius_units="meters",
+        radius_min_pixels=2,
         pickable=True,
     )
+    model = models[0] if one_model else "{model}"
     tooltip = {
         "html": "<b>{name}</b> ({station_id})<br/>bikes {bikes} · free docks {docks} · "
         "capacity {capacity}<br/>P(no bikes in 30 min) {p_bikes}%<br/>"
-        "P(no docks in 30 min) {p_docks}%<br/><small>model {model}</small>",
+        f"P(no docks in 30 min) {{p_docks}}%<br/><small>model {model}</small>",
         "style": {"fontSize": "13px"},
     }
-    return pdk.Deck(
+    return CompactDeck(
         layers=[layer],
         initial_view_state=pdk.ViewState(latitude=lat, longitude=lon, zoom=11.3),
         tooltip=tooltip,  # type: ignore[arg-type]

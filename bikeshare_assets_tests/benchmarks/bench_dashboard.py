@@ -4,14 +4,17 @@ embedded Paris outputs."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from bikeshare_assets_tests.benchmarks import REPO_ROOT, BenchContext, Run, benchmark, case
 
 GOAL_FIRST_LOAD_S = 1.5
 GOAL_SWITCH_S = 0.5
+P_MAP = "first load: risk map, deck.gl canvas up (new browser session)"
 P_DISPATCH = "first load: dispatch list (new browser session)"
 P_SWITCH = "page switch: dispatch list → system health"
+P_SWITCH_MAP = "page switch: system health → risk map, deck.gl canvas up"
 
 
 def _demo_env() -> dict[str, str]:
@@ -28,12 +31,17 @@ def _summary(results) -> list[str]:
     lines = []
     for r in results:
         for phase, goal in (
+            (P_MAP, GOAL_FIRST_LOAD_S),
             (P_DISPATCH, GOAL_FIRST_LOAD_S),
             (P_SWITCH, GOAL_SWITCH_S),
+            (P_SWITCH_MAP, GOAL_SWITCH_S),
         ):
-            median = r.median(phase)
+            median, best = r.median(phase), min(r.phases[phase])
             verdict = "met" if median <= goal else "**missed**"
-            lines.append(f"- {phase}: median {median:.2f} s against a goal of {goal} s: {verdict}.")
+            lines.append(
+                f"- {phase}: median {median:.2f} s, best of {len(r.phases[phase])} "
+                f"{best:.2f} s, against a goal of {goal} s: {verdict}."
+            )
     return lines
 
 
@@ -43,15 +51,18 @@ def _summary(results) -> list[str]:
     description=f"""
         `bikeshare dashboard` (Streamlit) on the demo's outputs (`BIKESHARE_HOME`, the
         embedded Paris period: 1,262 scored stations in the newest snapshot, 24 h of
-        outcomes), driven by selenium in headless Chromium (GPU off). A page counts as
-        loaded when Streamlit's script run is over, its title is drawn and its main element
-        exists (the dispatch list's table); polled every 20 ms. *First load* opens the
-        dispatch list by URL in a new browser session on a server that already served one
-        session (the unrecorded warm-up pays the server's imports and first reads). *Page
-        switch* clicks the sidebar link to System health in the same session. The risk map
-        is not measured: its deck.gl layer wedges headless Chromium's renderer on this
-        machine (software WebGL or none), see docs/dashboard.md. Goals: first load <
-        {GOAL_FIRST_LOAD_S} s, page switch < {GOAL_SWITCH_S} s.
+        outcomes), driven by selenium in headless Chromium with software WebGL
+        (SwiftShader). A page counts as loaded when Streamlit's script run is over, its
+        title is drawn and its main element exists (the dispatch list's table; the risk
+        map's deck.gl canvas; its stations are then checked in a screenshot, not
+        timed); polled every 20 ms. *First load* opens the page by URL in a new browser
+        session (a new tab and page, but the browser profile — its HTTP cache of
+        Streamlit's and deck.gl's scripts — kept, as for a dispatcher who opened the
+        dashboard before) on a server that already served one session (the unrecorded
+        warm-up pays the server's imports and first reads and fills the browser cache). *Page switch* clicks a sidebar link in the
+        same session. Other work shares the 2 cores: the load average below says how
+        much; *min* is the best of the runs. Goals: first load < {GOAL_FIRST_LOAD_S} s,
+        page switch < {GOAL_SWITCH_S} s.
     """,
     cases=[case("Paris demo outputs")],
     repeat=3,
@@ -69,18 +80,42 @@ def dashboard_browser(ctx: BenchContext):
     with browser.dashboard_server(env, free_port()) as url:
         ctx.metric("data", env["BIKESHARE_HOME"])
 
+        profile = ctx.tmp_path / "chromium-profile"  # the browser's cache, kept across runs
+
+        def stations_drawn(driver) -> None:
+            share = browser.map_station_share(driver)
+            if not 0 < share < 0.4:
+                raise RuntimeError(f"the risk map drew {share:.1%} of its canvas in colour")
+
         def once(run: Run) -> None:
             with run.untimed():
-                first = browser.chrome(webgl=False)
+                first = browser.chrome(webgl=True, profile=profile)
             try:
-                run.add_phase(P_DISPATCH, browser.load(first, url, "Dispatch list"))
-                run.add_phase(P_SWITCH, browser.switch(first, "System health"))
+                started = time.perf_counter()
+                browser.load(first, url, "Risk map")
+                browser.wait_map_drawn(first)
+                run.add_phase(P_MAP, time.perf_counter() - started)
                 with run.untimed():
-                    errors = browser.page_errors(first)
+                    stations_drawn(first)
+            finally:
+                with run.untimed():
+                    first.quit()
+            with run.untimed():
+                second = browser.chrome(webgl=True, profile=profile)
+            try:
+                run.add_phase(P_DISPATCH, browser.load(second, url, "Dispatch list"))
+                run.add_phase(P_SWITCH, browser.switch(second, "System health"))
+                started = time.perf_counter()
+                browser.switch(second, "Risk map")
+                browser.wait_map_drawn(second)
+                run.add_phase(P_SWITCH_MAP, time.perf_counter() - started)
+                with run.untimed():
+                    stations_drawn(second)
+                    errors = browser.page_errors(second)
                     if errors:
                         raise RuntimeError(f"Streamlit exceptions on the page: {errors}")
             finally:
                 with run.untimed():
-                    first.quit()
+                    second.quit()
 
         yield once

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from bikeshare_assets_tests.conftest import REPO, free_port
@@ -16,17 +17,18 @@ def main(out: Path) -> int:
     env = {k: v for k, v in os.environ.items() if k.startswith(("BIKESHARE_", "DAGSTER_"))}
     with browser.dashboard_server(env, free_port()) as url:
         for title in browser.PAGES:
-            # the map layer needs WebGL, whose screenshots SwiftShader cannot return in time
-            driver = browser.chrome(webgl=title != "Risk map")
+            driver = browser.chrome(webgl=True)
             try:
-                browser.load(driver, url, title) if title != "Risk map" else (
-                    driver.get(url),
-                    browser.wait_rendered(driver, title, marker=False),
-                )
+                browser.load(driver, url, title)
                 errors = browser.page_errors(driver)
                 if errors:
                     print(f"{title}: {errors}", file=sys.stderr)
                     return 1
+                if title == "Risk map":
+                    browser.wait_map_drawn(driver)
+                    deadline = time.monotonic() + 30  # deck.gl's first frame
+                    while browser.map_station_share(driver) == 0 and time.monotonic() < deadline:
+                        time.sleep(0.2)
                 path = browser.screenshot(driver, out / (title.lower().replace(" ", "_") + ".png"))
                 print(path)
             finally:

@@ -3,6 +3,7 @@ a user meets before or without them (fresh install, a city without predictions, 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -74,6 +75,25 @@ def test_risk_map_counts_the_newest_snapshot(
         for t, count in TARGETS.items()
     )
     assert metric(at, "At risk") == str(at_risk)
+
+
+def test_risk_map_layer_reaches_deckgl_as_plain_settings(
+    demo_outputs: DemoOutputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydeck turns string arguments into expressions: only accessors (get*) may be one, or
+    deck.gl gets an undefined setting (radiusUnits "@@=meters" drew city-sized discs)."""
+    at = open_page("risk map", demo_outputs.env, monkeypatch)
+    spec = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
+    (layer,) = spec["layers"]
+    expressions = {
+        name: value
+        for name, value in layer.items()
+        if isinstance(value, str) and value.startswith("@@=") and not name.startswith("get")
+    }
+    assert expressions == {}
+    _, frame = newest_scored(demo_outputs)
+    assert len(layer["data"]) == frame.height  # every station is on the map
+    assert {"lat", "lon", "radius", "p_bikes", "p_docks"} <= set(layer["data"][0])
 
 
 def test_dispatch_list_ranks_stations_still_fine_now(
