@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -33,6 +34,20 @@ PARIS_DATA = REPO / "bikeshare_assets" / "data" / "paris-velib-2025-09"
 RECORDING = PARIS_DATA / "velib_15min_bins.parquet"
 RECORDED_WEATHER = PARIS_DATA / "weather_hourly_openmeteo.csv"
 VENV_BIN = Path(sys.executable).parent
+
+
+def run_bikeshare(
+    *args: str, env: Mapping[str, str], timeout: float = 240
+) -> subprocess.CompletedProcess:
+    """The `bikeshare` command of this venv in a subprocess, with exactly `env`."""
+    return subprocess.run(
+        [str(VENV_BIN / "bikeshare"), *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
 
 # One real day of the Vélib' recording (UTC). The recorder missed bins that day, e.g.
 # 00:00 and 00:15 have no snapshot, and one record at 00:30 has no station code.

@@ -13,8 +13,8 @@ import pytest
 
 from bikeshare_assets_tests.conftest import (
     RECORDED_WEATHER,
-    VENV_BIN,
     replay_table,
+    run_bikeshare,
     utc,
     write_cities,
 )
@@ -34,13 +34,7 @@ def bikeshare(
         "DAGSTER_HOME": str(home / "dagster_home"),
         **extra_env,
     }
-    return subprocess.run(
-        [str(VENV_BIN / "bikeshare"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_bikeshare(*args, env=env, timeout=timeout)
 
 
 def summary_row(stdout: str, asset: str) -> tuple[int, int, int, int]:

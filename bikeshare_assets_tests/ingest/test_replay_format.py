@@ -18,10 +18,10 @@ from bikeshare_assets.partitions import materialize_range
 from bikeshare_assets_tests.conftest import (
     DAY_END,
     DAY_START,
-    VENV_BIN,
     build_defs,
     pkey,
     replay_table,
+    run_bikeshare,
     settings_for,
     step_failure_message,
     trim_recording,
@@ -134,13 +134,7 @@ def test_a_city_without_weather_has_no_weather_asset_and_passes_null_budget(
 
 def bikeshare(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    return subprocess.run(
-        [str(VENV_BIN / "bikeshare"), *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    return run_bikeshare(*args, env={**clean, **env})
 
 
 def test_bikeshare_materialize_creates_the_instance_it_records_runs_in(

@@ -12,19 +12,13 @@ import dagster as dg
 from bikeshare_assets.cities import SourceMode, load_cities
 from bikeshare_assets.partitions import city_partitions
 from bikeshare_assets.storage import LakeStorage, partition_key_path
-from bikeshare_assets_tests.conftest import VENV_BIN, write_cities
+from bikeshare_assets_tests.conftest import run_bikeshare, write_cities
 from bikeshare_assets_tests.serving.champions import SIM_CITY, Champions, simulate_table
 
 
 def serve(env: dict[str, str]) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BIKESHARE_"))}
-    return subprocess.run(
-        [str(VENV_BIN / "bikeshare"), "serve", "--detach"],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    return run_bikeshare("serve", "--detach", env={**clean, **env})
 
 
 def test_serve_without_features_and_a_refused_deploy_are_one_line(

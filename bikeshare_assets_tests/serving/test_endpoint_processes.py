@@ -38,12 +38,12 @@ from bikeshare_assets.serving.resources import ModelEndpoint
 from bikeshare_assets.settings import Settings
 from bikeshare_assets.storage import LakeStorage, partition_key_path
 from bikeshare_assets_tests.conftest import (
-    VENV_BIN,
     build_defs,
     env_for,
     materializations,
     pkey,
     replay_table,
+    run_bikeshare,
     settings_for,
     utc,
     write_cities,
@@ -132,13 +132,7 @@ def site(
 
 
 def bikeshare(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(VENV_BIN / "bikeshare"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_bikeshare(*args, env=env, timeout=timeout)
 
 
 @contextmanager
