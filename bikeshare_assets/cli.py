@@ -67,9 +67,9 @@ def _prepare_instance(settings: Settings):
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     yaml = settings.dagster_home / "dagster.yaml"
     # An older file this command wrote is brought up to date; an operator's own is kept.
-    if not yaml.exists() or (
-        yaml.read_text().startswith(DAGSTER_YAML.splitlines()[0])
-        and yaml.read_text() != DAGSTER_YAML
+    current = yaml.read_text() if yaml.exists() else None
+    if current is None or (
+        current.startswith(DAGSTER_YAML.splitlines()[0]) and current != DAGSTER_YAML
     ):
         yaml.write_text(DAGSTER_YAML)
     use_dagster_home(settings.dagster_home)
