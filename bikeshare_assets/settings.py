@@ -122,6 +122,13 @@ class Settings:
     def quarantine_root(self) -> str:
         return _join(self.storage_root, "quarantine")
 
+    @property
+    def runs_itself(self) -> bool:
+        """Schedules, automation and sensors start RUNNING in live mode and on staging/prod;
+        the embedded replay is driven by hand (`bikeshare demo`, the CLI), so they start
+        stopped there and a user can turn them on in the UI."""
+        return self.source is SourceMode.LIVE or self.deployment is not Deployment.LOCAL
+
 
 def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
