@@ -15,6 +15,7 @@ from bikeshare_assets.errors import UserError
 from bikeshare_assets.redaction import redact_url
 from bikeshare_assets.settings import (
     ENVIRONMENT_VARIABLES,
+    SECRET_ENVIRONMENT_VARIABLES,
     Settings,
     debug_enabled,
     environment_value,
@@ -628,6 +629,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     for name, default, meaning in ENVIRONMENT_VARIABLES:
         current = environment_value(name)
+        if current and name in SECRET_ENVIRONMENT_VARIABLES:
+            current = "(set, hidden)"
         print(f"{name:28} {redact_url(current or '(' + default + ')'):40} {meaning}")
     return 0
 

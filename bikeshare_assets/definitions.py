@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from bikeshare_assets.automation.alerts import (
+    ALERTS_RESOURCE_KEY,
+    build_alert_channel,
+    build_alert_sensor,
+)
 from bikeshare_assets.automation.schedules import build_live_schedules
+from bikeshare_assets.automation.sensors import build_healing_sensors
 from bikeshare_assets.cities import SourceMode
 from bikeshare_assets.errors import ConfigError
 from bikeshare_assets.features.assets import build_feature_assets
@@ -62,6 +68,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "endpoint": build_endpoint(settings),
         "optuna_studies": OptunaStudies(root=str(settings.home / "optuna")),
         "promotion_gate": PromotionGate(),
+        ALERTS_RESOURCE_KEY: build_alert_channel(settings),
     }
 
 
@@ -84,6 +91,7 @@ def build_endpoint(settings: Settings) -> ModelEndpoint:
 def build_definitions(settings: Settings) -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
+    sensors: list[dg.SensorDefinition] = [build_alert_sensor(settings)]
     for city in settings.cities.values():
         parts = city_partitions(city, settings.source)
         assets += build_raw_assets(city, parts)
@@ -94,7 +102,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets += build_monitoring_assets(city, parts)
         if settings.source is SourceMode.LIVE:
             schedules += build_live_schedules(city, parts)
-    return dg.Definitions(assets=assets, schedules=schedules, resources=build_resources(settings))
+        sensors += build_healing_sensors(city, parts, settings)
+    return dg.Definitions(
+        assets=assets,
+        schedules=schedules,
+        sensors=sensors,
+        resources=build_resources(settings),
+    )
 
 
 defs = build_definitions(get_settings())

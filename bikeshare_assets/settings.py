@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -84,7 +84,27 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("AWS_DEFAULT_REGION", "eu-west-3", "AWS region for S3 and SageMaker"),
     ("DAGSTER_HOME", "$BIKESHARE_HOME/dagster_home", "Dagster instance (SQLite locally)"),
     ("BIKESHARE_DEBUG", "0", "1: `bikeshare` shows tracebacks, not one-line errors"),
+    (
+        "BIKESHARE_SLACK_TOKEN",
+        "",
+        "Slack bot token (chat:write): alerts via the Web API; never printed",
+    ),
+    ("BIKESHARE_SLACK_CHANNEL", "#bikeshare-alerts", "channel the bot token posts alerts to"),
+    (
+        "BIKESHARE_SLACK_WEBHOOK_URL",
+        "",
+        "Slack incoming-webhook URL, used when no token is set; never printed",
+    ),
+    ("BIKESHARE_SLACK_API_URL", "(Slack's own)", "Slack Web API base URL, e.g. a local stand-in"),
+    (
+        "BIKESHARE_DAGSTER_UI_URL",
+        "http://127.0.0.1:3000",
+        "Dagster UI base URL for the links in alerts",
+    ),
 )
+
+# Values `bikeshare env` and logs must never show: only whether they are set.
+SECRET_ENVIRONMENT_VARIABLES = frozenset({"BIKESHARE_SLACK_TOKEN", "BIKESHARE_SLACK_WEBHOOK_URL"})
 
 
 def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -117,6 +137,17 @@ class Settings:
     sagemaker_endpoint_url: str | None
     sagemaker_canary_weight: float
     aws_region: str
+    # Alerts (automation/alerts.py). The two secrets stay out of repr and logs.
+    slack_token: str = field(default="", repr=False)
+    slack_channel: str = "#bikeshare-alerts"
+    slack_webhook_url: str = field(default="", repr=False)
+    slack_api_url: str | None = None
+    dagster_ui_url: str = "http://127.0.0.1:3000"
+
+    @property
+    def alerts_file(self) -> Path:
+        """Where every alert is also written: the record when Slack is not set or fails."""
+        return self.home / "alerts" / "alerts.jsonl"
 
     @property
     def quarantine_root(self) -> str:
@@ -209,6 +240,11 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sagemaker_endpoint_url=env.get("BIKESHARE_SAGEMAKER_ENDPOINT_URL") or None,
         sagemaker_canary_weight=_number(env, "BIKESHARE_SAGEMAKER_CANARY_WEIGHT", "0", float),
         aws_region=env.get("AWS_DEFAULT_REGION", "eu-west-3"),
+        slack_token=env.get("BIKESHARE_SLACK_TOKEN", "").strip(),
+        slack_channel=env.get("BIKESHARE_SLACK_CHANNEL") or "#bikeshare-alerts",
+        slack_webhook_url=env.get("BIKESHARE_SLACK_WEBHOOK_URL", "").strip(),
+        slack_api_url=env.get("BIKESHARE_SLACK_API_URL") or None,
+        dagster_ui_url=(env.get("BIKESHARE_DAGSTER_UI_URL") or "http://127.0.0.1:3000").rstrip("/"),
     )
 
 
