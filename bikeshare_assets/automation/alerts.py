@@ -325,10 +325,10 @@ def observe_failed_checks(
 # What the healing sensors do about each check (kept beside the check alerts so the message
 # says it; the runbook repeats it for a person).
 CHECK_ACTIONS = {
-    "feature_drift": "retrain → register → deploy requested for the newest day (heal_model)",
-    "quality_above_gate": "retrain → register → deploy requested for the newest day (heal_model)",
-    "endpoint_answers": "re-deploy of the champion requested (heal_endpoint)",
-    "batch_success": "re-deploy of the champion requested (heal_endpoint); predictions fall "
+    "feature_drift": "the heal_model sensor retrains, registers and deploys for the newest day",
+    "quality_above_gate": "the heal_model sensor retrains, registers and deploys for the newest day",
+    "endpoint_answers": "the heal_endpoint sensor re-deploys the champion",
+    "batch_success": "the heal_endpoint sensor re-deploys the champion; predictions fall "
     "back to persistence meanwhile, flagged source=fallback",
 }
 
@@ -340,11 +340,26 @@ def _evaluation(record) -> dg.AssetCheckEvaluation | None:
     return data if isinstance(data, dg.AssetCheckEvaluation) else None
 
 
-def run_incident_key(run: dg.DagsterRun) -> str:
+def run_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.AssetKey]:
+    """The assets a run was for: its selection, or (an ad-hoc run of a whole asset job) the
+    assets it planned to materialize."""
+    if run.asset_selection:
+        keys = set(run.asset_selection)
+    else:
+        keys = {
+            entry.dagster_event.asset_key
+            for entry in instance.all_logs(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+            )
+            if entry.dagster_event is not None and entry.dagster_event.asset_key is not None
+        }
+    return sorted(keys, key=lambda k: k.to_user_string())
+
+
+def run_incident_key(run: dg.DagsterRun, assets: Sequence[dg.AssetKey]) -> str:
     """Runs of the same job over the same assets are one incident, whatever the partition: a
     feed down for three cadences is one alert, resolved by the next run that succeeds."""
-    assets = ",".join(sorted(k.to_user_string() for k in run.asset_selection or ()))
-    return f"run:{run.job_name}:{assets}"
+    return f"run:{run.job_name}:{','.join(k.to_user_string() for k in assets)}"
 
 
 def observe_runs(
@@ -372,11 +387,11 @@ def observe_runs(
         newest = max(newest, record.update_timestamp.timestamp())
         if HEAL_ID_TAG in run.tags:
             continue
-        incident = run_incident_key(run)
+        keys = run_assets(instance, run)
+        incident = run_incident_key(run, keys)
         if run.status == dg.DagsterRunStatus.SUCCESS:
             failing.pop(incident, None)
             continue
-        keys = sorted(run.asset_selection or (), key=lambda k: k.to_user_string())
         first = keys[0] if keys else None
         failing[incident] = {
             "city": _city_of(first) if first else "-",
@@ -394,7 +409,7 @@ def observe_runs(
             city=info["city"],
             asset=info["asset"],
             partition=info["partition"],
-            rule=f"run of {info['job']} failed",
+            rule=f"run of {info['job']}",
             value=info["value"],
             did="nothing automatic for this run; the catch-up sensor retries missing partitions",
             link=info["link"],
@@ -411,6 +426,8 @@ def _range(start: str | None, tags: Mapping[str, str]) -> str | None:
 def _first_failure(instance: dg.DagsterInstance, run_id: str) -> str:
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         error = entry.dagster_event.step_failure_data.error if entry.dagster_event else None
+        while error is not None and error.cause is not None:
+            error = error.cause  # the user code's own exception, not Dagster's wrapper
         if error is not None:
             return redact_url(error.message.strip().splitlines()[0])[:300]
     return "the run failed (see its event log)"

@@ -169,7 +169,7 @@ def recent_windows(
     """The snapshot partitions whose window lies in the `lookback` before now (or before the
     end of a replay's period), oldest first."""
     pdef = parts.snapshots
-    last = pdef.get_last_partition_key(current_time=now)
+    last = pdef.get_last_partition_key()
     if last is None:
         return []
     end = pdef.time_window_for_partition_key(last).end
@@ -468,7 +468,7 @@ def build_check_heal_sensor(
         )
         requests = []
         if trigger is not None:
-            day = parts.days.get_last_partition_key(current_time=now)
+            day = parts.days.get_last_partition_key()
             run_key = f"{name}:{day}:{trigger.check}:{trigger.evaluation_id}"
             heal_id = f"{city.key}:{run_key}"
             requests.append(
