@@ -109,13 +109,13 @@ def plan_catch_up(
     live: bool,
     live_lateness: timedelta,
 ) -> CatchUpPlan:
-    """Which partitions of `windows` (oldest first) to request, from which asset on. A raw
-    window of a live feed can only be fetched while it is current (until `live_lateness` after
-    it ends): a missing one older than that becomes a source gap, and only the assets below it
-    are requested."""
+    """Which partitions of `windows` (oldest first) to request, from which asset on, newest
+    first (fresh predictions matter most). A raw window of a live feed can only be fetched
+    while it is current (until `live_lateness` after it ends): a missing one older than that
+    becomes a source gap, and only the assets below it are requested."""
     plan = CatchUpPlan()
     raw, features, predictions = SNAPSHOT_CHAIN
-    for key, window in windows:
+    for key, window in reversed(windows):
         if window.end + policy.grace > now:
             continue  # the schedule / automation are still on it
         raw_missing = key not in present[raw] and key not in source_gaps
@@ -150,7 +150,7 @@ def plan_catch_up(
         ):
             continue
         if len(plan.runs) >= policy.max_runs_per_tick:
-            break
+            continue  # the next tick takes the rest; gaps further back are still recorded
         plan.runs.append(
             CatchUp(
                 key,
@@ -349,7 +349,7 @@ def build_catch_up_sensor(
                 )
             )
         if plan.new_source_gaps:
-            first, last = plan.new_source_gaps[0], plan.new_source_gaps[-1]
+            first, last = min(plan.new_source_gaps), max(plan.new_source_gaps)
             notes.append(
                 Alert(
                     incident=f"gap:{city.key}:{first}",

@@ -192,9 +192,11 @@ def test_without_slack_alerts_go_to_the_file_and_the_log(home, monkeypatch, inst
     assert records[0]["partition"] == "2025-09-15"
 
 
-@pytest.mark.parametrize("failure", [500, "channel_not_found"])
+@pytest.mark.parametrize(
+    ("failure", "said"), [(500, "internal_error"), ("channel_not_found", "channel_not_found")]
+)
 def test_when_slack_fails_the_alert_is_kept_in_the_file(
-    home, monkeypatch, instance, slack, failure
+    home, monkeypatch, instance, slack, failure, said
 ):
     defs = _defs(
         home, monkeypatch, BIKESHARE_SLACK_TOKEN=TOKEN, BIKESHARE_SLACK_API_URL=slack.api_url
