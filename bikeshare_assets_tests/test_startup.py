@@ -36,6 +36,8 @@ HEAVY_PACKAGES = (
     "s3fs",
     "meteostat",
     "streamlit",
+    "slack_sdk",
+    "dagster_slack",
 )
 
 PROBE = """
