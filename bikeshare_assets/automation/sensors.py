@@ -96,6 +96,8 @@ class CatchUpPlan:
     runs: list[CatchUp] = field(default_factory=list)
     new_source_gaps: list[str] = field(default_factory=list)
     given_up: list[str] = field(default_factory=list)
+    # Partitions still incomplete and not given up (requested now or waiting a cooldown).
+    still_missing: list[str] = field(default_factory=list)
 
 
 def plan_catch_up(
@@ -143,6 +145,7 @@ def plan_catch_up(
             if not tried.get("given_up"):
                 plan.given_up.append(key)
             continue
+        plan.still_missing.append(key)
         last = tried.get("last")
         if (
             last is not None
@@ -301,13 +304,14 @@ def build_catch_up_sensor(
                 )
             )
         gaps |= set(plan.new_source_gaps)
-        requests, notes = [], []
+        requests = []
         for run in plan.runs:
             attempts[run.partition] = {
                 "count": run.attempt,
                 "first": run.assets[0],
                 "last": now.timestamp(),
             }
+            context.log.info(f"{city.key}: requesting {' → '.join(run.assets)}: {run.reason}")
             requests.append(
                 dg.RunRequest(
                     run_key=run.run_key,
@@ -320,24 +324,41 @@ def build_catch_up_sensor(
                     },
                 )
             )
-            notes.append(
-                Alert(
-                    incident=f"heal:{city.key}:{run.run_key}",
-                    kind=ACTION,
-                    city=city.key,
-                    asset=run.assets[0],
-                    partition=run.partition,
-                    rule="missing partition",
-                    value=run.reason,
-                    did=f"requested {' → '.join(run.assets)} for {run.partition}",
-                    link=asset_link(alerts.ui_url, keys[run.assets[0]], run.partition),
-                )
-            )
         for key in plan.given_up:
             attempts[key]["given_up"] = True
+        # One incident per catch-up: a message when it starts, one when nothing is missing
+        # any more; the runs in between are in the log and their tags.
+        incident = state.get("incident")
+        notes = []
+        if incident is None and (plan.runs or plan.new_source_gaps):
+            incident = {
+                "id": f"catch_up:{city.key}:{now.strftime('%Y-%m-%dT%H:%M')}",
+                "requested": [],
+                "gaps": 0,
+                "first": (plan.runs[0].partition if plan.runs else plan.new_source_gaps[0]),
+            }
             notes.append(
                 Alert(
-                    incident=f"heal:{city.key}:gave_up:{key}",
+                    incident=incident["id"],
+                    kind=ACTION,
+                    city=city.key,
+                    asset=plan.runs[0].assets[0] if plan.runs else "raw_station_status",
+                    partition=_span([r.partition for r in plan.runs] + plan.new_source_gaps),
+                    rule="missing partitions",
+                    value=plan.runs[0].reason if plan.runs else "live windows not answered",
+                    did=_catch_up_did(plan),
+                    link=asset_link(alerts.ui_url, keys[SNAPSHOT_CHAIN[-1]]),
+                )
+            )
+        if incident is not None:
+            incident["requested"] = sorted(
+                set(incident["requested"]) | {r.partition for r in plan.runs}
+            )
+            incident["gaps"] += len(plan.new_source_gaps)
+        for key in plan.given_up:
+            notes.append(
+                Alert(
+                    incident=f"catch_up:{city.key}:gave_up:{key}",
                     kind=ACTION,
                     city=city.key,
                     asset=attempts[key].get("first", "raw_station_status"),
@@ -345,32 +366,60 @@ def build_catch_up_sensor(
                     rule="missing partition",
                     value=f"still missing after {policy.catch_up_attempts} tries",
                     did="stopped retrying: a person should look (see the failed runs)",
-                    link=asset_link(alerts.ui_url, keys["raw_station_status"], key),
+                    link=asset_link(alerts.ui_url, keys[attempts[key]["first"]], key),
                 )
             )
-        if plan.new_source_gaps:
-            first, last = min(plan.new_source_gaps), max(plan.new_source_gaps)
+        if incident is not None and not plan.still_missing and not plan.runs:
             notes.append(
                 Alert(
-                    incident=f"gap:{city.key}:{first}",
-                    kind=ACTION,
+                    incident=incident["id"],
+                    kind=RESOLVED,
                     city=city.key,
-                    asset="raw_station_status",
-                    partition=first if first == last else f"{first}..{last}",
-                    rule="source gap",
-                    value=f"{len(plan.new_source_gaps)} window(s) the live feed did not answer",
-                    did="recorded as source gaps (observation source_gap=true); features and "
-                    "predictions catch up over them",
-                    link=asset_link(alerts.ui_url, keys["raw_station_status"], first),
+                    asset=SNAPSHOT_CHAIN[-1],
+                    partition=_span(incident["requested"]) if incident["requested"] else None,
+                    rule="missing partitions",
+                    value=f"{len(incident['requested'])} partition(s) requested, "
+                    f"{incident['gaps']} window(s) recorded as source gaps",
+                    did=f"caught up: every snapshot of the last {policy.lookback} is present "
+                    "downstream (or a recorded gap"
+                    + (", or given up" if any(a.get("given_up") for a in attempts.values()) else "")
+                    + ")",
+                    link=asset_link(alerts.ui_url, keys[SNAPSHOT_CHAIN[-1]]),
                 )
             )
+            incident = None
         alerts.deliver(notes, context.log)
-        context.update_cursor(json.dumps({"source_gaps": sorted(gaps), "attempts": attempts}))
+        context.update_cursor(
+            json.dumps({"source_gaps": sorted(gaps), "attempts": attempts, "incident": incident})
+        )
         if not requests:
             return dg.SkipReason(f"{city.key}: no missing partition to request")
         return requests
 
     return heal_missing_partitions
+
+
+def _span(partitions: Sequence[str]) -> str | None:
+    if not partitions:
+        return None
+    first, last = min(partitions), max(partitions)
+    return first if first == last else f"{first}..{last}"
+
+
+def _catch_up_did(plan: CatchUpPlan) -> str:
+    parts = []
+    if plan.runs:
+        parts.append(
+            f"requested {len(plan.runs)} run(s) from the first missing asset "
+            f"({_span([r.partition for r in plan.runs])})"
+        )
+    if plan.new_source_gaps:
+        parts.append(
+            f"recorded {len(plan.new_source_gaps)} live window(s) the feed did not answer as "
+            "source gaps (observation source_gap=true); features and predictions catch up over "
+            "them"
+        )
+    return "; ".join(parts)
 
 
 def failing_triggers(

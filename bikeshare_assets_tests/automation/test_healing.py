@@ -271,8 +271,39 @@ def test_catch_up_requests_each_missing_partition_from_its_first_missing_asset(
     time.sleep(1.2)
     assert ticker.tick() == [], "after the last try the sensor stops and says so"
     assert len(set(ticker.run_keys)) == len(ticker.run_keys) == 13
-    gave_up = [a for a in _actions(home) if "stopped retrying" in a["did"]]
+    messages = _actions(home)
+    gave_up = [a for a in messages if "stopped retrying" in a["did"]]
     assert sorted(a["partition"] for a in gave_up) == sorted(set(first) - {"2025-09-08-22:15"})
+    catch_up = [a for a in messages if a["rule"] == "missing partitions"]
+    assert [a["kind"] for a in catch_up] == ["action", "resolved"]
+    assert "requested 7 run(s)" in catch_up[0]["did"] and "given up" in catch_up[1]["did"]
+
+
+def test_a_catch_up_is_one_message_and_one_when_everything_is_back(home, instance, day_cities):
+    settings = settings_for(home, day_cities)
+    ticker = Ticker(_defs(settings), instance, "paris_heal_missing_partitions")
+    windows = [f"2025-09-08-{h}:{m}" for h in ("22", "23") for m in ("00", "15", "30", "45")]
+    for partition in windows:
+        for key in ("raw_station_status", "station_features", "stockout_predictions"):
+            if (key, partition) != ("stockout_predictions", "2025-09-08-23:45"):
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(asset_key=["paris", key], partition=partition)
+                )
+    [request] = ticker.tick()
+    assert request.partition_key == "2025-09-08-23:45"
+    assert [k.path[-1] for k in request.asset_selection] == ["stockout_predictions"]
+    assert ticker.tick() == []
+    assert [a["kind"] for a in _actions(home)] == ["action"]
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=["paris", "stockout_predictions"], partition="2025-09-08-23:45"
+        )
+    )
+    assert ticker.tick() == [] and ticker.tick() == []
+    messages = _actions(home)
+    assert [a["kind"] for a in messages] == ["action", "resolved"]
+    assert messages[0]["incident"] == messages[1]["incident"]
+    assert "caught up" in messages[1]["did"] and "1 partition(s) requested" in messages[1]["value"]
 
 
 def test_live_windows_the_feed_did_not_answer_become_source_gaps_once(home, instance, tmp_path):
@@ -310,8 +341,10 @@ def test_live_windows_the_feed_did_not_answer_become_source_gaps_once(home, inst
     assert again_requested.isdisjoint({r.partition_key for r in requests})
     again = instance.fetch_observations(dg.AssetKey(["paris", "raw_station_status"]), limit=100)
     assert len(again.records) == len(observations)
-    [gap_alert] = [a for a in _actions(home) if a["rule"] == "source gap"]
-    assert str(len(gaps)) in gap_alert["value"]
+    [opened] = _actions(home)  # one message for the whole catch-up, not one per run
+    assert opened["kind"] == "action" and opened["rule"] == "missing partitions"
+    assert f"recorded {len(gaps)} live window(s)" in opened["did"]
+    assert "source gaps" in opened["did"]
 
 
 def test_plan_catch_up_in_live_mode_requests_raw_only_while_the_window_is_current():
