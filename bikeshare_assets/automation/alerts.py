@@ -35,7 +35,13 @@ HEAL_ID_TAG = "bikeshare/heal_id"
 HEAL_REASON_TAG = "bikeshare/heal_reason"
 
 FIRING, RESOLVED, ACTION = "firing", "resolved", "action"
-_ICONS = {FIRING: ":red_circle:", RESOLVED: ":large_green_circle:", ACTION: ":wrench:"}
+HEAL_FAILED = "heal_failed"  # a healing run ended without fixing it: a person should look
+_ICONS = {
+    FIRING: ":red_circle:",
+    RESOLVED: ":large_green_circle:",
+    ACTION: ":wrench:",
+    HEAL_FAILED: ":red_circle:",
+}
 _WARN_ICON = ":large_yellow_circle:"
 # Freshness states worth a message; PASS resolves, UNKNOWN / NOT_APPLICABLE say nothing.
 _STALE_STATES = ("WARN", "FAIL")
@@ -47,7 +53,7 @@ class Alert:
     the incident they answer); `did` says what the system already did about it."""
 
     incident: str
-    kind: str  # FIRING | RESOLVED | ACTION
+    kind: str  # FIRING | RESOLVED | ACTION | HEAL_FAILED
     city: str
     asset: str
     partition: str | None
@@ -60,7 +66,12 @@ class Alert:
     @property
     def title(self) -> str:
         where = f"{self.city}/{self.asset}" + (f" {self.partition}" if self.partition else "")
-        verb = {FIRING: "failing", RESOLVED: "resolved", ACTION: "healing"}[self.kind]
+        verb = {
+            FIRING: "failing",
+            RESOLVED: "resolved",
+            ACTION: "healing",
+            HEAL_FAILED: "not healed",
+        }[self.kind]
         return f"{where}: {self.rule} {verb}"
 
     def text(self) -> str:

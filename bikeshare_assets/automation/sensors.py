@@ -32,6 +32,7 @@ import dagster as dg
 
 from bikeshare_assets.automation.alerts import (
     ACTION,
+    HEAL_FAILED,
     HEAL_ID_TAG,
     HEAL_REASON_TAG,
     RESOLVED,
@@ -494,7 +495,9 @@ def build_check_heal_sensor(
                     [
                         Alert(
                             incident=pending["heal_id"],
-                            kind=RESOLVED,
+                            kind=RESOLVED
+                            if run.status == dg.DagsterRunStatus.SUCCESS
+                            else HEAL_FAILED,
                             city=city.key,
                             asset=chain[-1],
                             partition=day,

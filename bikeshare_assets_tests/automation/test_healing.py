@@ -147,7 +147,7 @@ def test_a_refused_challenger_is_reported_and_the_cooldown_holds_the_next_retrai
     assert not _refused_registry_run(instance, request.tags[HEAL_ID_TAG]).success
     assert ticker.tick() == []
     outcome = _actions(home)[-1]
-    assert outcome["kind"] == "resolved" and outcome["incident"] == request.tags[HEAL_ID_TAG]
+    assert outcome["kind"] == "heal_failed" and outcome["incident"] == request.tags[HEAL_ID_TAG]
     assert "refused" in outcome["did"] and "champion keeps serving" in outcome["did"]
     assert "stockout_bikes" in outcome["did"]
 
@@ -216,6 +216,7 @@ def test_a_dead_endpoint_is_redeployed(home, instance, key, check, partition):
     )
     assert ticker.tick() == []
     assert "did not bring the endpoint back" in _actions(home)[-1]["did"]
+    assert _actions(home)[-1]["kind"] == "heal_failed"
 
 
 # --- catch-up of missing partitions -------------------------------------------------------------
