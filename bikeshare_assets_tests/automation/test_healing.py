@@ -381,3 +381,28 @@ def test_plan_catch_up_in_live_mode_requests_raw_only_while_the_window_is_curren
     assert replay.new_source_gaps == [] and {r.assets[0] for r in replay.runs} == {
         "raw_station_status"
     }
+
+
+def test_a_catch_up_request_runs_as_the_daemon_would_launch_it(home, instance, day_cities):
+    settings = settings_for(home, day_cities, BIKESHARE_ENDPOINT_PORTS="19501,19502")
+    policy = HealPolicy(catch_up_cooldown=timedelta(seconds=1))
+    defs = _defs(settings, policy)
+    result = materialize_range(defs, instance, "paris/raw_station_information", "2025-09-08")
+    assert result.success, step_failure_message(result)
+    ticker = Ticker(defs, instance, "paris_heal_missing_partitions")
+    newest = ticker.tick()[0]
+    assert newest.partition_key == "2025-09-08-23:45"
+    # The sensor's own target job, the request's selection, partition and tags.
+    repo = defs.get_repository_def()
+    job = repo.get_job(repo.get_sensor_def("paris_heal_missing_partitions").job_name)
+    run = job.get_subset(asset_selection=set(newest.asset_selection)).execute_in_process(
+        partition_key=newest.partition_key, instance=instance, tags=newest.tags
+    )
+    assert run.success
+    for name in ("raw_station_status", "station_features", "stockout_predictions"):
+        assert "2025-09-08-23:45" in instance.get_materialized_partitions(
+            dg.AssetKey(["paris", name])
+        )
+    assert "2025-09-08-23:45" in instance.get_run_by_id(run.run_id).tags[HEAL_REASON_TAG]
+    time.sleep(1.2)
+    assert "2025-09-08-23:45" not in {r.partition_key for r in ticker.tick()}
