@@ -33,6 +33,8 @@ ALERT_SENSOR_NAME = "bikeshare_alerts"
 # launched them, so the run-failure watch leaves them out (one message, not two).
 HEAL_ID_TAG = "bikeshare/heal_id"
 HEAL_REASON_TAG = "bikeshare/heal_reason"
+# The snapshot chain the catch-up sensor keeps whole (sensors.py), upstream first.
+SNAPSHOT_CHAIN = ("raw_station_status", "station_features", "stockout_predictions")
 
 FIRING, RESOLVED, ACTION = "firing", "resolved", "action"
 HEAL_FAILED = "heal_failed"  # a healing run ended without fixing it: a person should look
@@ -284,7 +286,10 @@ def observe_freshness(
                 rule=f"freshness {state}",
                 value=f"no new materialization within the policy's {state.lower()} window "
                 f"(state since {record.updated_at.isoformat(timespec='seconds')})",
-                did="the catch-up sensor requests the missing partitions once the source answers",
+                did="the catch-up sensor (heal_missing_partitions) requests the missing "
+                "snapshots; a live window the feed did not answer stays a source gap"
+                if _asset_of(key) in SNAPSHOT_CHAIN
+                else "no automatic action beyond the asset's own automation: see the runbook",
                 link=asset_link(ui_url, key),
                 severity="WARN" if state == "WARN" else "ERROR",
             )

@@ -36,6 +36,7 @@ from bikeshare_assets.automation.alerts import (
     HEAL_ID_TAG,
     HEAL_REASON_TAG,
     RESOLVED,
+    SNAPSHOT_CHAIN,
     Alert,
     AlertChannel,
     asset_link,
@@ -46,8 +47,8 @@ from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.settings import Settings
 
 HEALED_BY_TAG = "bikeshare/healed_by"
-# The snapshot chain the catch-up sensor keeps whole, upstream first.
-SNAPSHOT_CHAIN = ("raw_station_status", "station_features", "stockout_predictions")
+# A requested heal run that has not appeared after this long is not waited for any more.
+PENDING_RUN_TIMEOUT_S = 3600
 RETRAIN_CHAIN = ("stockout_model", "registered_model_version", "model_endpoint")
 # Checks that trigger each heal: (asset, check, only when failing at ERROR severity).
 MODEL_TRIGGERS = (
@@ -489,7 +490,12 @@ def build_check_heal_sensor(
         pending: dict[str, Any] | None = state.get("pending")
         if pending is not None:
             run = _heal_run(context.instance, pending["heal_id"])
-            if run is not None and run.is_finished:
+            if run is None and now.timestamp() - pending.get("at", 0) > PENDING_RUN_TIMEOUT_S:
+                # The request never became a run (the sensor was stopped mid-tick, the run
+                # was deleted): stop waiting, or this heal would never act again.
+                context.log.warning(f"{city.key}_{name}: no run for {pending['heal_id']}")
+                pending = None
+            elif run is not None and run.is_finished:
                 day = pending["partition"]
                 alerts.deliver(
                     [
@@ -536,7 +542,12 @@ def build_check_heal_sensor(
                 )
             )
             handled[f"{trigger.asset}:{trigger.check}"] = trigger.evaluation_id
-            pending = {"heal_id": heal_id, "partition": day, "rule": trigger.check}
+            pending = {
+                "heal_id": heal_id,
+                "partition": day,
+                "rule": trigger.check,
+                "at": now.timestamp(),
+            }
             alerts.deliver(
                 [
                     Alert(

@@ -123,6 +123,7 @@ def test_freshness_warn_and_fail_transitions_are_alerted_once_each(
     ticker.tick()
     ticker.tick()
     assert len(slack.messages) == 1 and "freshness WARN" in slack.messages[0]["text"]
+    assert "heal_missing_partitions" in slack.messages[0]["text"]
     _freshness(instance, STATUS, FreshnessState.WARN, FreshnessState.FAIL)
     ticker.tick()
     ticker.tick()
