@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 
+from bikeshare_assets.automation.policies import apply_policies, automation_sensors, city_context
 from bikeshare_assets.automation.schedules import build_live_schedules
 from bikeshare_assets.cities import SourceMode
 from bikeshare_assets.errors import ConfigError
@@ -94,7 +97,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets += build_monitoring_assets(city, parts)
         if settings.source is SourceMode.LIVE:
             schedules += build_live_schedules(city, parts)
-    return dg.Definitions(assets=assets, schedules=schedules, resources=build_resources(settings))
+    # Declarative automation and freshness policies, applied here once (automation/policies.py).
+    contexts = {
+        c.key: city_context(c.key, c.timezone, timedelta(minutes=c.cadence_for(settings.source)))
+        for c in settings.cities.values()
+    }
+    assets = apply_policies(assets, contexts, freshness=settings.runs_itself)
+    return dg.Definitions(
+        assets=assets,
+        schedules=schedules,
+        sensors=automation_sensors(list(contexts), running=settings.runs_itself),
+        resources=build_resources(settings),
+    )
 
 
 defs = build_definitions(get_settings())
