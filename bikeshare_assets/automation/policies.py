@@ -67,16 +67,20 @@ def once_per_partition(
 ) -> dg.AutomationCondition:
     """`eager()` made safe for a stream of time partitions: any partition within `lookback`
     of the newest window, never materialized, whose required upstream partitions (`needs`,
-    default all deps) are stored, is requested once after an upstream update."""
-    deps_missing = AC.any_deps_missing()
+    default all deps) are stored and not being rewritten, is requested once after an
+    upstream update. Deps outside `needs` neither hold it back when missing nor while a run
+    rewrites them (predictions keep flowing while the daily retrain run has the endpoint
+    in progress)."""
+    deps_missing, deps_in_progress = AC.any_deps_missing(), AC.any_deps_in_progress()
     if needs is not None:
         deps_missing = deps_missing.allow(dg.AssetSelection.assets(*needs))
+        deps_in_progress = deps_in_progress.allow(dg.AssetSelection.assets(*needs))
     return (
         AC.in_latest_time_window(lookback).with_label(f"within {_human(lookback)} of the newest")
         & AC.missing().with_label("never materialized")
         & (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
         & ~deps_missing
-        & ~AC.any_deps_in_progress()
+        & ~deps_in_progress
         & ~AC.in_progress()
     )
 

@@ -62,6 +62,33 @@ def test_each_snapshot_is_featurized_and_scored_once_as_raw_lands(ticks: Ticks) 
     assert ticks.tick(at(10, 9, 0)) == {}
 
 
+def test_predictions_keep_flowing_while_the_daily_retrain_run_is_under_way(ticks: Ticks) -> None:
+    ticks.tick(at(10, 0, 10))
+    # The retrain run (model -> registration -> endpoint) for today has started and takes a
+    # while; today's endpoint partition is in progress until it ends.
+    ticks.run_queued("model_endpoint", DAY)
+    ticks.landed("raw_station_information", [DAY])
+    ticks.landed("raw_station_status", snapshots(at(8, 55), at(9, 55)))
+
+    requested = ticks.tick(at(10, 0, 30))
+
+    # The champion serving now scores the snapshot; the run does not hold predictions back.
+    assert requested["stockout_predictions"] == ["2026-12-01-09:55"]
+
+
+def test_a_snapshot_being_featurized_is_not_requested_again(ticks: Ticks) -> None:
+    ticks.tick(at(10, 0, 10))
+    ticks.landed("raw_station_information", [DAY])
+    ticks.landed("raw_station_status", snapshots(at(8, 55), at(9, 50)))
+    ticks.run_queued("station_features", "2026-12-01-09:55")  # launched by hand, still running
+    ticks.landed("raw_station_status", ["2026-12-01-09:55"])
+
+    requested = ticks.tick(at(10, 0, 30))
+
+    assert "station_features" not in requested
+    assert "stockout_predictions" not in requested  # its features are being written
+
+
 def test_outcomes_follow_matured_labels_of_scored_snapshots(ticks: Ticks) -> None:
     ticks.tick(at(10, 0, 10))
     ticks.landed("raw_station_information", [DAY])

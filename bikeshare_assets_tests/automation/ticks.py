@@ -98,6 +98,17 @@ class Ticks:
                 dg.AssetMaterialization(asset_key=key(name), partition=partition)
             )
 
+    def run_queued(self, name: str, partition: str) -> dg.DagsterRun:
+        """A real run, created and not finished, planned to materialize `name`'s `partition`:
+        Dagster counts that partition as in progress until the run ends."""
+        job = self.defs.resolve_implicit_job_def_def_for_assets([key(name)])
+        assert job is not None, name
+        return self.instance.create_run_for_job(
+            job_def=job,
+            asset_selection=frozenset({key(name)}),
+            tags={"dagster/partition": partition},
+        )
+
     def checked(self, name: str, check: str, partition: str, passed: bool) -> None:
         """A check evaluation of the newest materialization of `name`'s `partition`."""
         from dagster._core.definitions.asset_checks.asset_check_evaluation import (
