@@ -93,8 +93,8 @@ def matured(condition: dg.AutomationCondition) -> dg.AutomationCondition:
 
 
 def _features(city: str) -> dg.AutomationCondition:
-    # Weather is optional for features (null weather columns, never a wait): an hour of
-    # weather lands after the hour, a snapshot's features should not.
+    # Not weather: an hour's weather lands after the hour, and features take the newest hour
+    # already stored (an as-of join within WEATHER_TOLERANCE), so waiting would only delay.
     needs = [_key(city, "raw_station_status"), _key(city, "raw_station_information")]
     return once_per_partition(CATCH_UP, needs).with_label(
         "follows raw_station_status: once per snapshot, when its raw status (and the lookback "
