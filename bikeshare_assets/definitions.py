@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from bikeshare_assets.automation.policies import apply_policies, automation_sensors, city_context
+from bikeshare_assets.automation.policies import CityContext, apply_policies, automation_sensors
 from bikeshare_assets.automation.schedules import build_live_schedules
 from bikeshare_assets.cities import SourceMode
 from bikeshare_assets.errors import ConfigError
@@ -99,7 +99,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             schedules += build_live_schedules(city, parts)
     # Declarative automation and freshness policies, applied here once (automation/policies.py).
     contexts = {
-        c.key: city_context(c.key, c.timezone, timedelta(minutes=c.cadence_for(settings.source)))
+        c.key: CityContext(c.key, c.timezone, timedelta(minutes=c.cadence_for(settings.source)))
         for c in settings.cities.values()
     }
     assets = apply_policies(assets, contexts, freshness=settings.runs_itself)

@@ -58,6 +58,15 @@ QUALITY_CRON = "0 * * * *"
 AUTOMATION_SENSOR_INTERVAL_S = 30
 
 
+@dataclass(frozen=True)
+class CityContext:
+    """What a city's conditions and policies depend on."""
+
+    key: str
+    timezone: str
+    cadence: timedelta
+
+
 def _key(city_key: str, name: str) -> dg.AssetKey:
     return dg.AssetKey([city_key, name])
 
@@ -92,17 +101,17 @@ def matured(condition: dg.AutomationCondition) -> dg.AutomationCondition:
     )
 
 
-def _features(city: str) -> dg.AutomationCondition:
+def _features(city: CityContext) -> dg.AutomationCondition:
     # Not weather: an hour's weather lands after the hour, and features take the newest hour
     # already stored (an as-of join within WEATHER_TOLERANCE), so waiting would only delay.
-    needs = [_key(city, "raw_station_status"), _key(city, "raw_station_information")]
+    needs = [_key(city.key, "raw_station_status"), _key(city.key, "raw_station_information")]
     return once_per_partition(CATCH_UP, needs).with_label(
         "follows raw_station_status: once per snapshot, when its raw status (and the lookback "
         f"before it) and station list are stored; late snapshots within {_human(CATCH_UP)}"
     )
 
 
-def _labels(city: str) -> dg.AutomationCondition:
+def _labels(city: CityContext) -> dg.AutomationCondition:
     return matured(once_per_partition(HORIZON + CATCH_UP)).with_label(
         f"matures at t + {_human(HORIZON)}: once per snapshot, when raw status t .. t + "
         f"{_human(HORIZON)} is stored; late-maturing snapshots within "
@@ -110,75 +119,68 @@ def _labels(city: str) -> dg.AutomationCondition:
     )
 
 
-def _predictions(city: str) -> dg.AutomationCondition:
+def _predictions(city: CityContext) -> dg.AutomationCondition:
     # The endpoint's day partition is ordering, not data: a new day's model may not be
     # deployed yet, and the champion (or the flagged fallback) keeps scoring meanwhile.
-    return once_per_partition(CATCH_UP, [_key(city, "station_features")]).with_label(
+    return once_per_partition(CATCH_UP, [_key(city.key, "station_features")]).with_label(
         "follows station_features: once per snapshot, scored by the deployed champion; late "
         f"snapshots within {_human(CATCH_UP)}"
     )
 
 
-def _outcomes(city: str) -> dg.AutomationCondition:
+def _outcomes(city: CityContext) -> dg.AutomationCondition:
     return once_per_partition(HORIZON + CATCH_UP).with_label(
         "follows matured labels: once per snapshot, when its predictions and labels are stored; "
         f"within {_human(HORIZON + CATCH_UP)}"
     )
 
 
-def _drift(city: str) -> dg.AutomationCondition:
+def _drift(city: CityContext) -> dg.AutomationCondition:
     # Whatever else drift_report reads (the champion's reference), it waits for the hour's
     # features and predictions only.
-    needs = [_key(city, "station_features"), _key(city, "stockout_predictions")]
+    needs = [_key(city.key, "station_features"), _key(city.key, "stockout_predictions")]
     return once_per_partition(CATCH_UP, needs).with_label(
         "follows the hour's predictions: once per hour, when every snapshot of the hour is "
         f"featurized and scored; late hours within {_human(CATCH_UP)}"
     )
 
 
-def _model(timezone: str) -> dg.AutomationCondition:
-    return AC.on_cron(RETRAIN_CRON, timezone).with_label(
-        f"retrains daily at {RETRAIN_CRON} ({timezone}) for the newest day, once features and "
+def _model(city: CityContext) -> dg.AutomationCondition:
+    return AC.on_cron(RETRAIN_CRON, city.timezone).with_label(
+        f"retrains daily at {RETRAIN_CRON} ({city.timezone}) for the newest day, once features and "
         "labels have updated since the tick"
     )
 
 
-def _quality(timezone: str) -> dg.AutomationCondition:
+def _quality(city: CityContext) -> dg.AutomationCondition:
     return AC.on_cron(QUALITY_CRON, "UTC").with_label(
         "re-measured hourly for the newest day, once new outcomes have matured since the tick"
     )
 
 
-def _registered(city: str) -> dg.AutomationCondition:
+def _registered(city: CityContext) -> dg.AutomationCondition:
     return AC.eager().with_label("follows stockout_model: registers each new model")
 
 
-def _endpoint(city: str) -> dg.AutomationCondition:
+def _endpoint(city: CityContext) -> dg.AutomationCondition:
     return (AC.eager() & AC.all_deps_blocking_checks_passed()).with_label(
         "follows registered_model_version: deploys a new version once the promotion gate "
         "passed; a refused challenger leaves the champion serving"
     )
 
 
-@dataclass(frozen=True)
-class CityContext:
-    key: str
-    timezone: str
-    cadence: timedelta
-
-
 ConditionFor = Callable[[CityContext], dg.AutomationCondition]
 # asset name -> its condition. Raw assets are absent on purpose: they keep their schedules.
 CONDITIONS: dict[str, ConditionFor] = {
-    "station_features": lambda c: _features(c.key),
-    "stockout_labels": lambda c: _labels(c.key),
-    "stockout_predictions": lambda c: _predictions(c.key),
-    "prediction_outcomes": lambda c: _outcomes(c.key),
-    "drift_report": lambda c: _drift(c.key),
-    "stockout_model": lambda c: _model(c.timezone),
-    "model_quality": lambda c: _quality(c.timezone),
-    "registered_model_version": lambda c: _registered(c.key),
-    "model_endpoint": lambda c: _endpoint(c.key),
+    "station_features": _features,
+    "stockout_labels": _labels,
+    "stockout_predictions": _predictions,
+    "prediction_outcomes": _outcomes,
+    "drift_report": _drift,
+    "stockout_model": _model,
+    "model_quality": _quality,
+    "registered_model_version": _registered,
+    "model_endpoint": _endpoint,
 }
 
 
@@ -231,10 +233,6 @@ def freshness_for(cadence: timedelta) -> dict[str, Freshness]:
             "windows as stockout_model",
         ),
     }
-
-
-def city_context(key: str, timezone: str, cadence: timedelta) -> CityContext:
-    return CityContext(key=key, timezone=timezone, cadence=cadence)
 
 
 def apply_policies(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from bikeshare_assets.automation.policies import apply_policies, city_context
+from bikeshare_assets.automation.policies import CityContext, apply_policies
 from bikeshare_assets.cities import PARTITION_FMT
 from bikeshare_assets.definitions import build_definitions
 from bikeshare_assets.partitions import city_partitions
@@ -62,7 +62,7 @@ def live_definitions(home: Path, tmp_path: Path, *, with_drift_report: bool = Fa
     def drift_report() -> None:
         raise NotImplementedError("only evaluated, never run")
 
-    contexts = {CITY: city_context(CITY, city.timezone, parts.cadence)}
+    contexts = {CITY: CityContext(CITY, city.timezone, parts.cadence)}
     drift = apply_policies([drift_report], contexts, freshness=True)
     return dg.Definitions.merge(defs, dg.Definitions(assets=drift))
 
