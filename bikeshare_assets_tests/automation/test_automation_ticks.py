@@ -257,3 +257,21 @@ def test_turned_on_in_a_replay_only_the_newest_windows_follow(
     # history is the demo's and the CLI's single-run backfills, not 96 runs of automation.
     assert requested["station_features"] == recorded[-int(CATCH_UP / timedelta(minutes=15)) :]
     assert len(requested["stockout_labels"]) == int(CATCH_UP / timedelta(minutes=15))
+
+
+def test_a_city_that_just_went_live_is_featurized_from_its_first_snapshot(
+    home: Path, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    from bikeshare_assets.definitions import build_definitions
+
+    cities = write_cities(tmp_path / "new.toml", live_start="2026-12-01-09:50")
+    ticks = Ticks(build_definitions(settings_for(home, cities, BIKESHARE_SOURCE="live")), instance)
+    ticks.tick(at(10, 0, 10))
+    ticks.landed("raw_station_information", [DAY])
+    ticks.landed("raw_station_status", ["2026-12-01-09:50", "2026-12-01-09:55"])
+
+    requested = ticks.tick(at(10, 0, 30))
+
+    # The lookback before live_start is not a partition: nothing to wait for.
+    assert requested["station_features"] == ["2026-12-01-09:50", "2026-12-01-09:55"]
+    assert requested["stockout_predictions"] == requested["station_features"]
