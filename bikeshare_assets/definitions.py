@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 
 from bikeshare_assets.automation.alerts import (
@@ -9,6 +11,7 @@ from bikeshare_assets.automation.alerts import (
     build_alert_channel,
     build_alert_sensor,
 )
+from bikeshare_assets.automation.policies import CityContext, apply_policies, automation_sensors
 from bikeshare_assets.automation.schedules import build_live_schedules
 from bikeshare_assets.automation.sensors import build_healing_sensors
 from bikeshare_assets.cities import SourceMode
@@ -103,6 +106,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         if settings.source is SourceMode.LIVE:
             schedules += build_live_schedules(city, parts)
         sensors += build_healing_sensors(city, parts, settings)
+    # Declarative automation and freshness policies, applied here once (automation/policies.py).
+    contexts = {
+        c.key: CityContext(c.key, c.timezone, timedelta(minutes=c.cadence_for(settings.source)))
+        for c in settings.cities.values()
+    }
+    assets = apply_policies(assets, contexts, freshness=settings.runs_itself)
+    sensors += automation_sensors(list(contexts), running=settings.runs_itself)
     return dg.Definitions(
         assets=assets,
         schedules=schedules,

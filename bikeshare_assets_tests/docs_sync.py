@@ -47,10 +47,27 @@ def null_budget_table() -> str:
     return "\n".join(lines)
 
 
+def automation_table() -> str:
+    """Each asset's automation condition (its UI label) and freshness policy, from
+    automation/policies.py, for a 5-minute city (the live default)."""
+    from datetime import timedelta
+
+    from bikeshare_assets.automation.policies import policy_rows
+
+    lines = [
+        "| asset | runs by itself when (condition label) | freshness (live, 5-minute cadence) |",
+        "|---|---|---|",
+    ]
+    for name, condition, freshness in policy_rows(timedelta(minutes=5)):
+        lines.append(f"| `{name}` | {condition} | {freshness} |".replace("\n", " "))
+    return "\n".join(lines)
+
+
 # section name -> (generator, files that carry the section)
 SECTIONS: dict[str, tuple[Callable[[], str], tuple[str, ...]]] = {
     "env-table": (env_table, ("README.md", "docs/cicd.md")),
     "null-budgets": (null_budget_table, ("docs/feature_store.md",)),
+    "automation-policies": (automation_table, ("docs/automation.md",)),
 }
 
 

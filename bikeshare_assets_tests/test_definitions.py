@@ -227,6 +227,68 @@ def test_live_mode_has_running_schedules(home: Path, tmp_path: Path) -> None:
     assert status.cron_schedule == "*/5 * * * *"
 
 
+# The declarative automation (automation/policies.py, docs/automation.md): the assets that
+# run by themselves, the sensors that evaluate them, and the assets with a freshness policy
+# in live mode. drift_report is listed from the start; it is required once monitoring
+# builds it.
+EXPECTED_AUTOMATED_ASSET_KEYS = [
+    "paris/drift_report",
+    "paris/model_endpoint",
+    "paris/model_quality",
+    "paris/prediction_outcomes",
+    "paris/registered_model_version",
+    "paris/station_features",
+    "paris/stockout_labels",
+    "paris/stockout_model",
+    "paris/stockout_predictions",
+]
+EXPECTED_AUTOMATION_SENSORS = ["paris_automation"]
+EXPECTED_LIVE_FRESHNESS_KEYS = [
+    "paris/drift_report",
+    "paris/raw_station_status",
+    "paris/registered_model_version",
+    "paris/stockout_model",
+    "paris/stockout_predictions",
+]
+
+
+def automation_snapshot(defs: dg.Definitions) -> tuple[list[str], list[str], list[str]]:
+    """(assets with a condition, automation sensors, assets with a freshness policy)."""
+    specs = list(defs.resolve_all_asset_specs())
+    repo = defs.get_repository_def()
+    sensors = [s for s in repo.sensor_defs if isinstance(s, dg.AutomationConditionSensorDefinition)]
+    return (
+        sorted(s.key.to_user_string() for s in specs if s.automation_condition is not None),
+        sorted(s.name for s in sensors),
+        sorted(s.key.to_user_string() for s in specs if s.freshness_policy is not None),
+    )
+
+
+def without_absent_drift(expected: list[str], defs: dg.Definitions) -> list[str]:
+    present = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    return [k for k in expected if k in present or not k.endswith("/drift_report")]
+
+
+def test_snapshot_of_the_automation(home: Path, tmp_path: Path) -> None:
+    replay = build_definitions(get_settings(env_for(home)))
+    cities = write_cities(tmp_path / "live.toml", gbfs_url="http://127.0.0.1:9/gbfs.json")
+    live = build_definitions(settings_for(home, cities, BIKESHARE_SOURCE="live"))
+
+    assert automation_snapshot(replay) == (
+        without_absent_drift(EXPECTED_AUTOMATED_ASSET_KEYS, replay),
+        EXPECTED_AUTOMATION_SENSORS,
+        [],  # nothing refreshes a replay by itself
+    )
+    assert automation_snapshot(live) == (
+        without_absent_drift(EXPECTED_AUTOMATED_ASSET_KEYS, live),
+        EXPECTED_AUTOMATION_SENSORS,
+        without_absent_drift(EXPECTED_LIVE_FRESHNESS_KEYS, live),
+    )
+    assert {s.default_status for s in replay.get_repository_def().sensor_defs} == {
+        dg.DefaultSensorStatus.STOPPED
+    }
+
+
 # --------------------------------------------------------------------------------------
 # Settings errors are clear and early
 # --------------------------------------------------------------------------------------

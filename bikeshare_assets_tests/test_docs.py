@@ -24,7 +24,7 @@ def test_generated_doc_tables_match_the_code():
 
 def test_a_stale_generated_table_is_detected(tmp_path):
     """The check itself can fail: an edited default in a copy of the docs is reported."""
-    for rel in ("README.md", "docs/cicd.md", "docs/feature_store.md"):
+    for rel in {rel for _, files in docs_sync.SECTIONS.values() for rel in files}:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text((REPO / rel).read_text(encoding="utf-8"), encoding="utf-8")
     readme = tmp_path / "README.md"
@@ -34,7 +34,15 @@ def test_a_stale_generated_table_is_detected(tmp_path):
         ),
         encoding="utf-8",
     )
-    assert docs_sync.stale_sections(tmp_path) == ["README.md: env-table"]
+    automation = tmp_path / "docs/automation.md"
+    automation.write_text(
+        automation.read_text(encoding="utf-8").replace("warn 6 min, fail 8 min", "fail 15 min"),
+        encoding="utf-8",
+    )
+    assert docs_sync.stale_sections(tmp_path) == [
+        "README.md: env-table",
+        "docs/automation.md: automation-policies",
+    ]
 
 
 def _home_relative(default: str, home: Path) -> str:
