@@ -20,6 +20,7 @@ from bikeshare_assets.features.assets import build_feature_assets
 from bikeshare_assets.ingest.assets import build_raw_assets
 from bikeshare_assets.ingest.resources import FeedSources
 from bikeshare_assets.monitoring.assets import build_monitoring_assets
+from bikeshare_assets.monitoring.drift import DriftPolicy
 from bikeshare_assets.partitions import city_partitions
 from bikeshare_assets.registry.assets import build_registry_assets
 from bikeshare_assets.registry.gate import PromotionGate
@@ -72,6 +73,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "optuna_studies": OptunaStudies(root=str(settings.home / "optuna")),
         "promotion_gate": PromotionGate(),
         ALERTS_RESOURCE_KEY: build_alert_channel(settings),
+        "drift_policy": DriftPolicy(),
     }
 
 

@@ -379,3 +379,25 @@ def test_local_defaults(home: Path) -> None:
     assert settings.dagster_home == home / "dagster_home"
     assert (settings.http_timeout_s, settings.http_retries) == (10.0, 3)
     assert list(settings.cities) == ["paris"]
+
+
+def test_snapshot_of_the_drift_report(home: Path) -> None:
+    """drift_report: hourly, in the monitoring group, after features and predictions, with
+    its two per-partition checks (issue 8)."""
+    defs = build_definitions(get_settings(env_for(home)))
+    assert layer_graph(defs, ("drift_report",)) == (
+        ["paris/drift_report"],
+        ["paris/drift_report:feature_drift", "paris/drift_report:prediction_drift"],
+    )
+    repo = defs.get_repository_def()
+    node = repo.asset_graph.get(dg.AssetKey(["paris", "drift_report"]))
+    weather = repo.asset_graph.get(dg.AssetKey(["paris", "raw_weather"]))
+    assert node.partitions_def == weather.partitions_def  # the hours
+    assert node.group_name == "paris_monitoring"
+    assert node.parent_keys == {
+        dg.AssetKey(["paris", "station_features"]),
+        dg.AssetKey(["paris", "stockout_predictions"]),
+    }
+    for spec in defs.resolve_assets_def(node.key).check_specs:
+        assert spec.partitions_def == node.partitions_def and not spec.blocking
+    assert "drift_policy" in (defs.resources or {})

@@ -139,6 +139,7 @@ CONSTANT_MODULES = (
     "bikeshare_assets.features.compute",
     "bikeshare_assets.features.labels",
     "bikeshare_assets.monitoring.assets",
+    "bikeshare_assets.monitoring.drift",
     "bikeshare_assets.registry.gate",
     "bikeshare_assets.training.assets",
     "bikeshare_assets.training.train",

@@ -1,4 +1,5 @@
-"""prediction_outcomes (every snapshot) and model_quality (daily, rolling 24 hours)."""
+"""prediction_outcomes (every snapshot), model_quality (daily, rolling 24 hours) and
+drift_report (hourly)."""
 
 from datetime import timedelta
 from typing import Any
@@ -10,13 +11,29 @@ from bikeshare_assets.cities import City
 from bikeshare_assets.features.labels import LABEL_SCHEMA, TARGETS
 from bikeshare_assets.features.store import partition_keys_between, read_partitions
 from bikeshare_assets.ingest.contracts import RuleOutcome
+from bikeshare_assets.monitoring.drift import (
+    DEFAULT_DRIFT_THRESHOLDS,
+    DRIFT_SCHEMA,
+    MONITORED_COLUMNS,
+    STRATUM,
+    DriftPolicy,
+    combine_references,
+    comparable,
+    drift_table,
+    drift_verdict,
+    matching_reference,
+    parse_serving_label,
+    psi_report,
+    scored_rows,
+)
 from bikeshare_assets.monitoring.quality import join_outcomes, quality_metrics
+from bikeshare_assets.monitoring.reference import ReferenceMissing, load_reference
 from bikeshare_assets.partition_checks import check_specs, partition_check_results
 from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.registry.gate import DEFAULT_THRESHOLDS, PromotionGate
 from bikeshare_assets.serving.predict import PREDICTION_SCHEMA
-from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage
-from bikeshare_assets.training.tracking import END_MLFLOW_ON_RUN_FINISHED
+from bikeshare_assets.storage import PARTITION_COLUMN_METADATA, LakeStorage, partition_key_path
+from bikeshare_assets.training.tracking import END_MLFLOW_ON_RUN_FINISHED, MlflowTracking
 
 COVERAGE_MIN = 0.9
 # What join_outcomes returns; also the schema of an outcome partition with no matured label
@@ -221,4 +238,226 @@ def build_monitoring_assets(city: City, parts: CityPartitions) -> list[dg.Assets
             },
         )
 
-    return [prediction_outcomes, model_quality]
+    return [prediction_outcomes, model_quality, build_drift_report(city, parts)]
+
+
+def _psi_table(table: pl.DataFrame) -> dg.TableMetadataValue:
+    """The hour's PSI per column as a table the Dagster UI shows, worst first."""
+    columns = ["feature", "kind", "psi", "status", "current_mean", "reference_mean"]
+    types = {"psi": "float", "current_mean": "float", "reference_mean": "float"}
+    rows = table.sort("psi", descending=True, nulls_last=True).select(columns)
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+            for r in rows.iter_rows(named=True)
+        ],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, types.get(c, "string")) for c in columns]),
+    )
+
+
+def _file_metadata(lake: LakeStorage, key: str) -> dg.MetadataValue:
+    uri = lake.uri(key)
+    return dg.MetadataValue.url(uri) if lake.is_s3 else dg.MetadataValue.path(uri)
+
+
+def build_drift_report(city: City, parts: CityPartitions) -> dg.AssetsDefinition:
+    """drift_report (hourly): the hour's scored features and P(stockout) against the
+    reference sample of the versions that scored them (monitoring/drift.py)."""
+    prefix = city.key
+    drift_key = dg.AssetKey([prefix, "drift_report"])
+    features_key = dg.AssetKey([prefix, "station_features"])
+    predictions_key = dg.AssetKey([prefix, "stockout_predictions"])
+    limits = DEFAULT_DRIFT_THRESHOLDS
+
+    @dg.asset(
+        key=drift_key,
+        partitions_def=parts.hours,
+        deps=[dg.AssetDep(features_key), dg.AssetDep(predictions_key)],
+        check_specs=check_specs(
+            drift_key,
+            ["feature_drift", "prediction_drift"],
+            parts.hours,
+            {
+                "feature_drift": f"PSI of each station-level model feature scored in the hour "
+                "against the serving version's training reference (same local hour): WARN at >= "
+                f"{limits.warn_psi}, ERROR at >= {limits.fail_psi} (drift_policy resource). "
+                "Calendar, weather and cadence (obs_*, minutes_since_previous) features are not "
+                "checked (docs/drift.md). An hour nothing was scored by the model in passes "
+                "with 'nothing scored'.",
+                "prediction_drift": "The same on P(stockout_bikes) and P(stockout_docks) against "
+                "the serving versions' own probabilities on their reference rows.",
+            },
+        ),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=f"{prefix}_monitoring",
+        kinds={"evidently", "polars", "parquet"},
+        owners=["team:ml-platform"],
+        tags={"city": prefix, "layer": "monitoring"},
+        metadata={PARTITION_COLUMN_METADATA: "hour"},
+        description=f"{city.display_name}: per hour, PSI (Evidently DataDriftPreset) of every "
+        "model feature and predicted probability that the model scored in the hour, against "
+        "the reference sample of the version that served (its training rows of the same local "
+        "hour); one row per column, the Evidently HTML and JSON beside the partition.",
+    )
+    def drift_report(
+        context: dg.AssetExecutionContext,
+        lake: LakeStorage,
+        mlflow_tracking: MlflowTracking,
+        drift_policy: DriftPolicy,
+    ):
+        thresholds = drift_policy.thresholds()
+        pdef = parts.hours
+        frames, results = [], {}
+        references: dict[tuple[str, str], pl.DataFrame] = {}
+        for key in context.partition_keys:
+            window = pdef.time_window_for_partition_key(key)
+            where = f"{prefix}/drift_report {key}"
+            snapshot_keys = partition_keys_between(parts.snapshots, window.start, window.end)
+            predictions, _ = read_partitions(lake, predictions_key, snapshot_keys, missing_ok=True)
+            scored_keys = (
+                [
+                    k
+                    for k in snapshot_keys
+                    if predictions.filter(
+                        (
+                            pl.col("snapshot_at")
+                            == parts.snapshots.time_window_for_partition_key(k).start
+                        )
+                        & (pl.col("source") == "model")
+                    ).height
+                ]
+                if predictions.height
+                else []
+            )
+            features, missing = read_partitions(lake, features_key, scored_keys, missing_ok=True)
+            if scored_keys and missing:
+                raise dg.Failure(
+                    description=f"{where}: {prefix}/stockout_predictions scored snapshots "
+                    f"{missing} but {prefix}/station_features has no partition for them; "
+                    f"materialize {prefix}/station_features for {missing[0]}..{missing[-1]} "
+                    "and run drift_report again."
+                )
+            current, label = (
+                scored_rows(predictions, features) if scored_keys else (pl.DataFrame(), "")
+            )
+            fallback_rows = (
+                predictions.filter(pl.col("source") != "model").height if predictions.height else 0
+            )
+            if current.height == 0:
+                context.add_asset_metadata(
+                    {
+                        "scored_rows": 0,
+                        "fallback_rows": fallback_rows,
+                        "snapshots_with_predictions": predictions.get_column(
+                            "snapshot_at"
+                        ).n_unique()
+                        if predictions.height
+                        else 0,
+                        "note": "nothing scored by the model in this hour: no drift to measure",
+                    },
+                    partition_key=key,
+                )
+                verdicts = {
+                    kind: drift_verdict(pl.DataFrame(schema=DRIFT_SCHEMA), kind, thresholds)
+                    for kind in ("feature", "prediction")
+                }
+            else:
+                versions = parse_serving_label(label) or _champions(mlflow_tracking, prefix, where)
+                samples = {}
+                for target, version in versions.items():
+                    if (target, version) not in references:
+                        try:
+                            references[(target, version)] = load_reference(
+                                mlflow_tracking.client(), lake, prefix, target, version
+                            )
+                        except ReferenceMissing as exc:
+                            raise dg.Failure(description=f"{where}: {exc}") from exc
+                    samples[target] = references[(target, version)]
+                reference = matching_reference(combine_references(samples), current)
+                if reference.height == 0:
+                    raise dg.Failure(
+                        description=f"{where}: the reference of {label} has no rows at local "
+                        f"hour(s) {current.get_column(STRATUM).unique().to_list()} (trained on "
+                        "too short a window?); retrain on at least a full day."
+                    )
+                columns = comparable(reference, current, MONITORED_COLUMNS, thresholds.min_rows)
+                psi, snapshot = psi_report(reference, current, columns, thresholds.warn_psi)
+                table = drift_table(
+                    reference, current, psi, thresholds, hour=window.start, label=label
+                )
+                frames.append(table)
+                folder = partition_key_path(drift_key, key).rsplit("/", 1)[0]
+                html_key, json_key = f"{folder}/report.html", f"{folder}/report.json"
+                lake.write_bytes(html_key, snapshot.get_html_str(as_iframe=False).encode())
+                lake.write_bytes(json_key, snapshot.json().encode())
+                verdicts = {
+                    kind: drift_verdict(table, kind, thresholds)
+                    for kind in ("feature", "prediction")
+                }
+                context.add_asset_metadata(
+                    {
+                        "psi": _psi_table(table),
+                        "report_html": _file_metadata(lake, html_key),
+                        "report_json": _file_metadata(lake, json_key),
+                        "model_version": label,
+                        "scored_rows": current.height,
+                        "fallback_rows": fallback_rows,
+                        "reference_rows": reference.height,
+                        "worst_feature": verdicts["feature"].worst_column or "",
+                        "worst_feature_psi": verdicts["feature"].worst_psi,
+                        "worst_prediction_psi": verdicts["prediction"].worst_psi,
+                        "not_compared": [c for c in MONITORED_COLUMNS if c not in columns],
+                    },
+                    partition_key=key,
+                )
+                context.log.info(
+                    f"{where}: {label}, {current.height} scored rows vs {reference.height} "
+                    f"reference rows; worst feature {verdicts['feature'].worst_column} "
+                    f"{verdicts['feature'].worst_psi}, worst prediction "
+                    f"{verdicts['prediction'].worst_column} {verdicts['prediction'].worst_psi}"
+                )
+            results[key] = [
+                RuleOutcome(
+                    f"{kind}_drift",
+                    v.passed,
+                    v.severity,
+                    v.worst_psi,
+                    thresholds.fail_psi
+                    if v.severity == dg.AssetCheckSeverity.ERROR
+                    else thresholds.warn_psi,
+                    v.description,
+                    {
+                        "worst": v.worst_column or "",
+                        "drifted": v.drifted,
+                        "warn_psi": thresholds.warn_psi,
+                        "fail_psi": thresholds.fail_psi,
+                        "model_version": label,
+                        "scored_rows": current.height,
+                    },
+                )
+                for kind, v in verdicts.items()
+            ]
+        frame = pl.concat(frames) if frames else pl.DataFrame(schema=DRIFT_SCHEMA)
+        yield dg.Output(frame, metadata={"hours_compared": len(frames)})
+        yield from partition_check_results(context, drift_key, results)
+
+    return drift_report
+
+
+def _champions(tracking: MlflowTracking, city: str, where: str) -> dict[str, str]:
+    """Fallback when the predictions' label names no registered versions: the champion
+    alias of each target."""
+    from bikeshare_assets.registry.registry import CHAMPION, alias_version, registered_model_name
+
+    client = tracking.client()
+    versions = {}
+    for target in TARGETS:
+        champion = alias_version(client, registered_model_name(city, target), CHAMPION)
+        if champion is None:
+            raise dg.Failure(
+                description=f"{where}: the scored rows name no registered version and "
+                f"{registered_model_name(city, target)} has no champion; register one first "
+                f"(materialize {city}/stockout_model and {city}/registered_model_version)."
+            )
+        versions[target] = str(champion.version)
+    return versions

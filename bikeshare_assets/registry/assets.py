@@ -8,6 +8,7 @@ import polars as pl
 
 from bikeshare_assets.cities import City
 from bikeshare_assets.features.labels import TARGETS
+from bikeshare_assets.monitoring.reference import store_reference
 from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.registry.gate import DEFAULT_THRESHOLDS, PromotionGate, evaluate_gate
 from bikeshare_assets.registry.registry import (
@@ -111,6 +112,16 @@ def build_registry_assets(city: City, parts: CityPartitions) -> list[dg.AssetsDe
                 },
                 run_id=model["mlflow_run_id"],
             )
+            reference = store_reference(
+                client, lake, name, str(version.version), model["mlflow_run_id"]
+            )
+            if reference is None:
+                context.log.warning(
+                    f"{prefix}/registered_model_version {context.partition_key}: {name} "
+                    f"v{version.version} has no drift reference (its MLflow run "
+                    f"{model['mlflow_run_id']} logged none); drift_report cannot measure drift "
+                    "while it serves. Retrain to get one."
+                )
             champion = alias_version(client, name, CHAMPION)
             # Re-materializing a day whose model is already the champion: nothing to compare
             # it with but itself, nothing to promote.

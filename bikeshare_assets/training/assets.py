@@ -245,7 +245,8 @@ def _markdown(summary: pl.DataFrame) -> str:
 def _log_to_mlflow(
     context, tracking: MlflowTracking, city: City, split, trained
 ) -> tuple[str, str]:
-    """One MLflow run per target: params, metrics, figures, model card, test rows, model."""
+    """One MLflow run per target: params, metrics, figures, model card, test rows, drift
+    reference sample, model."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -303,6 +304,7 @@ def _log_to_mlflow(
         artifacts = write_model_artifacts(
             tmpdir / "model", {trained.target: trained.booster}, {trained.target: trained.threshold}
         )
+        _log_reference_sample(split, trained.target, artifacts, tmpdir)
         example = (
             split.test.head(5)
             .select(FEATURE_COLUMNS)
@@ -315,6 +317,24 @@ def _log_to_mlflow(
             signature=infer_signature(example, _predict_example(artifacts, example)),
         )
         return run.info.run_id, info.model_uri
+
+
+def _log_reference_sample(split, target: str, artifacts: dict[str, str], tmpdir: Path) -> None:
+    """The drift reference of this model: a seeded sample of its fit rows (train +
+    validation) with its own P(target) on them, scored by the class that serves
+    (monitoring/drift.py; registration copies it into the lake per version)."""
+    import mlflow
+
+    from bikeshare_assets.monitoring.drift import REFERENCE_ARTIFACT, reference_sample
+    from bikeshare_assets.training.pyfunc import StockoutModel
+
+    sample = reference_sample(pl.concat([split.train, split.validation], how="diagonal_relaxed"))
+    x = sample.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).to_pandas()
+    p = StockoutModel.from_artifacts(artifacts).predict(None, x)[f"p_{target}"]
+    path = tmpdir / REFERENCE_ARTIFACT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample.with_columns(pl.Series(f"p_{target}", p, dtype=pl.Float64)).write_parquet(path)
+    mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
 
 
 def _study_params(trained: "TrainedTarget") -> dict[str, str]:
