@@ -19,7 +19,12 @@ SENSORS = [
 
 
 def _sensors(defs: dg.Definitions) -> dict[str, dg.SensorDefinition]:
-    return {s.name: s for s in defs.get_repository_def().sensor_defs}
+    """The healing and alert sensors (the automation-condition sensors: test_policies.py)."""
+    return {
+        s.name: s
+        for s in defs.get_repository_def().sensor_defs
+        if not isinstance(s, dg.AutomationConditionSensorDefinition)
+    }
 
 
 def test_replay_has_the_sensors_stopped(home):
