@@ -18,11 +18,8 @@ from bikeshare_assets.ingest.contracts import (
     WEATHER_CHECKS,
     RuleOutcome,
     StationInformationFrame,
-    StationInformationSchema,
     StationStatusFrame,
-    StationStatusSchema,
     WeatherFrame,
-    WeatherSchema,
     check_missing_rate,
     contract_passed,
     dead_feed,
@@ -224,6 +221,8 @@ def ingest_information(
     *,
     live: bool = False,
 ) -> PartitionResult:
+    from bikeshare_assets.ingest import schemas  # pandera: imported by the first batch
+
     result = PartitionResult(partition, live=live)
     doc = _fetch_or_gap(
         lake, city, "raw_station_information", result, source.station_information, window
@@ -239,7 +238,7 @@ def ingest_information(
         lambda body: parse_station_information(
             body, as_of_day=window.start, received_at=doc.received_at, language=city.language
         ),
-        StationInformationSchema,
+        schemas.StationInformationSchema,
     )
     if batch is not None:
         result.frame = batch.frame
@@ -259,6 +258,8 @@ def ingest_status(
     *,
     live: bool = False,
 ) -> PartitionResult:
+    from bikeshare_assets.ingest import schemas  # pandera: imported by the first batch
+
     result = PartitionResult(partition, live=live)
     doc = _fetch_or_gap(lake, city, "raw_station_status", result, source.station_status, window)
     if doc is None:
@@ -272,7 +273,7 @@ def ingest_status(
         lambda body: parse_station_status(
             body, snapshot_at=window.start, received_at=doc.received_at
         ),
-        StationStatusSchema,
+        schemas.StationStatusSchema,
     )
     if batch is None:
         return result
@@ -322,6 +323,8 @@ def ingest_weather_hours(
     lake: LakeStorage, city: City, source, partitions: list[tuple[str, dg.TimeWindow]]
 ) -> list[PartitionResult]:
     """Weather arrives as a table for the whole range; each hour is then its own partition."""
+    from bikeshare_assets.ingest import schemas  # pandera: imported by the first batch
+
     start, end = partitions[0][1].start, partitions[-1][1].end
     results = [PartitionResult(p) for p, _ in partitions]
     try:
@@ -337,7 +340,7 @@ def ingest_weather_hours(
             result.gap = True
             continue
         try:
-            enforce_schema(WeatherSchema, rows)
+            enforce_schema(schemas.WeatherSchema, rows)
         except ContractViolation as violation:
             payload = rows.write_json().encode()
             _reject(lake, city, "raw_weather", result, violation, payload, "json", "weather", None)
