@@ -75,8 +75,8 @@ def _what_to_do(city: City, asset: str, partition: str, live: bool = False) -> s
         "Inspect payload and reason.json in this folder. If the feed was wrong, wait for it to "
         "recover and re-run: `dagster asset materialize -m bikeshare_assets.definitions "
         f"--select {city.key}/{asset} --partition {partition}`. If the contract is too strict "
-        "for a legitimate change in the feed, update bikeshare_assets/ingest/contracts.py and "
-        "docs/data_contract.md."
+        "for a legitimate change in the feed, update bikeshare_assets/ingest/schemas.py (or "
+        "contracts.py) and docs/data_contract.md."
     )
 
 
@@ -87,7 +87,8 @@ LIVE_WHAT_TO_DO = (
     "once it is over: partition {partition} stays without data (features treat it as a "
     "recorder gap). The schedule fetches the next window; to fetch the current one now: "
     "`bikeshare materialize --select {city}/{asset} --latest`. If the contract is too strict "
-    "for a legitimate change in the feed, update bikeshare_assets/ingest/contracts.py."
+    "for a legitimate change in the feed, update bikeshare_assets/ingest/schemas.py (or "
+    "contracts.py)."
 )
 
 
