@@ -179,3 +179,14 @@ def test_every_key_is_documented_with_its_default_in_the_shipped_cities_file() -
             assert line, f"{key} ({table or 'city'}) is not documented in {DEFAULT_CITIES_FILE}"
             if isinstance(default, int | float):
                 assert line.group(1).startswith(str(default)), (key, line.group(0))
+
+
+def test_the_holiday_countries_accepted_are_exactly_those_holidays_supports() -> None:
+    """cities.py reads the codes from holidays' registry instead of importing every country's
+    calendar (`list_supported_countries()`); both must accept the same codes and aliases."""
+    import holidays
+
+    from bikeshare_assets.cities import holiday_country_codes
+
+    assert holiday_country_codes() == set(holidays.list_supported_countries())
+    assert {"FR", "FRA", "GB", "UK", "MX", "US"} <= holiday_country_codes()

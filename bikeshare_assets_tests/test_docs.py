@@ -134,6 +134,7 @@ def test_only_settings_reads_or_sets_environment_variables():
 # a config default, `Class.field = value`) of one of these modules and must equal it.
 CONSTANT_MODULES = (
     "bikeshare_assets.ingest.contracts",
+    "bikeshare_assets.ingest.schemas",
     "bikeshare_assets.ingest.gbfs",
     "bikeshare_assets.features.assets",
     "bikeshare_assets.features.compute",

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import holidays
 import numpy as np
 import polars as pl
 
@@ -263,7 +262,11 @@ def time_features(frame: pl.DataFrame, timezone: str, country: str) -> pl.DataFr
         _local_date=local.dt.date(),
     ).with_columns(is_weekend=(pl.col("weekday") >= 6))
     years = sorted({d.year for d in out.get_column("_local_date").unique().to_list()})
-    days = list(holidays.country_holidays(country, years=years)) if country and years else []
+    days = []
+    if country and years:
+        import holidays  # the country's calendar module loads here, not with the definitions
+
+        days = list(holidays.country_holidays(country, years=years))
     return out.with_columns(is_holiday=pl.col("_local_date").is_in(days)).drop("_local_date")
 
 

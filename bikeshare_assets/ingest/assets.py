@@ -18,11 +18,8 @@ from bikeshare_assets.ingest.contracts import (
     WEATHER_CHECKS,
     RuleOutcome,
     StationInformationFrame,
-    StationInformationSchema,
     StationStatusFrame,
-    StationStatusSchema,
     WeatherFrame,
-    WeatherSchema,
     check_missing_rate,
     contract_passed,
     dead_feed,
@@ -78,8 +75,8 @@ def _what_to_do(city: City, asset: str, partition: str, live: bool = False) -> s
         "Inspect payload and reason.json in this folder. If the feed was wrong, wait for it to "
         "recover and re-run: `dagster asset materialize -m bikeshare_assets.definitions "
         f"--select {city.key}/{asset} --partition {partition}`. If the contract is too strict "
-        "for a legitimate change in the feed, update bikeshare_assets/ingest/contracts.py and "
-        "docs/data_contract.md."
+        "for a legitimate change in the feed, update bikeshare_assets/ingest/schemas.py (or "
+        "contracts.py) and docs/data_contract.md."
     )
 
 
@@ -90,7 +87,8 @@ LIVE_WHAT_TO_DO = (
     "once it is over: partition {partition} stays without data (features treat it as a "
     "recorder gap). The schedule fetches the next window; to fetch the current one now: "
     "`bikeshare materialize --select {city}/{asset} --latest`. If the contract is too strict "
-    "for a legitimate change in the feed, update bikeshare_assets/ingest/contracts.py."
+    "for a legitimate change in the feed, update bikeshare_assets/ingest/schemas.py (or "
+    "contracts.py)."
 )
 
 
@@ -224,6 +222,8 @@ def ingest_information(
     *,
     live: bool = False,
 ) -> PartitionResult:
+    from bikeshare_assets.ingest import schemas  # pandera: imported by the first batch
+
     result = PartitionResult(partition, live=live)
     doc = _fetch_or_gap(
         lake, city, "raw_station_information", result, source.station_information, window
@@ -239,7 +239,7 @@ def ingest_information(
         lambda body: parse_station_information(
             body, as_of_day=window.start, received_at=doc.received_at, language=city.language
         ),
-        StationInformationSchema,
+        schemas.StationInformationSchema,
     )
     if batch is not None:
         result.frame = batch.frame
@@ -259,6 +259,8 @@ def ingest_status(
     *,
     live: bool = False,
 ) -> PartitionResult:
+    from bikeshare_assets.ingest import schemas  # pandera: imported by the first batch
+
     result = PartitionResult(partition, live=live)
     doc = _fetch_or_gap(lake, city, "raw_station_status", result, source.station_status, window)
     if doc is None:
@@ -272,7 +274,7 @@ def ingest_status(
         lambda body: parse_station_status(
             body, snapshot_at=window.start, received_at=doc.received_at
         ),
-        StationStatusSchema,
+        schemas.StationStatusSchema,
     )
     if batch is None:
         return result
@@ -322,6 +324,8 @@ def ingest_weather_hours(
     lake: LakeStorage, city: City, source, partitions: list[tuple[str, dg.TimeWindow]]
 ) -> list[PartitionResult]:
     """Weather arrives as a table for the whole range; each hour is then its own partition."""
+    from bikeshare_assets.ingest import schemas  # pandera: imported by the first batch
+
     start, end = partitions[0][1].start, partitions[-1][1].end
     results = [PartitionResult(p) for p, _ in partitions]
     try:
@@ -337,7 +341,7 @@ def ingest_weather_hours(
             result.gap = True
             continue
         try:
-            enforce_schema(WeatherSchema, rows)
+            enforce_schema(schemas.WeatherSchema, rows)
         except ContractViolation as violation:
             payload = rows.write_json().encode()
             _reject(lake, city, "raw_weather", result, violation, payload, "json", "weather", None)

@@ -1,4 +1,5 @@
-"""The raw layer's data contract: pandera schemas (hard rules) and per-partition quality rules.
+"""The raw layer's data contract: the reject rules and per-partition quality rules around the
+pandera schemas (hard rules, in `schemas.py`), and the Dagster types that check them.
 
 Two kinds of rule, documented in docs/data_contract.md:
 - *reject* rules: a batch that breaks one is quarantined as received and the step fails
@@ -13,22 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import numpy as np
-import pandera.polars as pa
 import polars as pl
-from dagster_pandera import pandera_schema_to_dagster_type
-from pandera.engines.polars_engine import DateTime
 
 from bikeshare_assets.ingest.gbfs import ContractViolation, ParsedBatch
 
-UTC_KW = {"time_unit": "us", "time_zone": "UTC"}
+if TYPE_CHECKING:
+    import pandera.polars as pa
 
-# Impossible values: no docking station anywhere has a thousand docks; a count above that is
-# a broken feed, not a big station.
-MAX_COUNT = 1000
 EARTH_RADIUS_KM = 6371.0088
 MISSING_RATE_MAX = 0.05
 CAPACITY_VIOLATION_MAX = 0.05
@@ -38,66 +34,72 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 CAPACITY_PRESENT_MIN = 0.90
 
 
-class StationStatusSchema(pa.DataFrameModel):
-    """One row per station per snapshot."""
-
-    snapshot_at: DateTime = pa.Field(dtype_kwargs=UTC_KW)
-    station_id: pl.String = pa.Field(str_length={"min_value": 1})
-    bikes_available: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT)
-    docks_available: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT, nullable=True)
-    bikes_disabled: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT, nullable=True)
-    docks_disabled: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT, nullable=True)
-    is_installed: pl.Boolean = pa.Field(nullable=True)
-    is_renting: pl.Boolean = pa.Field(nullable=True)
-    is_returning: pl.Boolean = pa.Field(nullable=True)
-    last_reported: DateTime = pa.Field(dtype_kwargs=UTC_KW)
-    received_at: DateTime = pa.Field(dtype_kwargs=UTC_KW)
-
-    class Config:
-        strict = True
-        unique: ClassVar[list[str]] = ["snapshot_at", "station_id"]
+# The pandera schemas live in `schemas.py` and are imported on first use: pandera brings
+# pandas and numpy, which loading the code location must not pay for.
+SCHEMA_NAMES = ("StationStatusSchema", "StationInformationSchema", "WeatherSchema")
 
 
-class StationInformationSchema(pa.DataFrameModel):
-    """One row per station per day."""
+def __getattr__(name: str) -> Any:
+    """`contracts.StationStatusSchema` & co. import `schemas.py` (and pandera) on first access."""
+    if name in SCHEMA_NAMES:
+        from bikeshare_assets.ingest import schemas
 
-    as_of_day: DateTime = pa.Field(dtype_kwargs=UTC_KW)
-    station_id: pl.String = pa.Field(str_length={"min_value": 1})
-    name: pl.String = pa.Field(nullable=True)
-    lat: pl.Float64 = pa.Field(ge=-90, le=90)
-    lon: pl.Float64 = pa.Field(ge=-180, le=180)
-    capacity: pl.Int32 = pa.Field(ge=0, le=MAX_COUNT, nullable=True)
-    is_virtual_station: pl.Boolean
-    received_at: DateTime = pa.Field(dtype_kwargs=UTC_KW)
-
-    class Config:
-        strict = True
-        unique: ClassVar[list[str]] = ["as_of_day", "station_id"]
+        return getattr(schemas, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class WeatherSchema(pa.DataFrameModel):
-    """One row per hour. Ranges are physical limits (world records), not climate."""
+class PanderaFrameType(dg.DagsterType):
+    """The dagster-pandera Dagster type of one schema of `schemas.py`, built on first use.
 
-    hour_start: DateTime = pa.Field(dtype_kwargs=UTC_KW, unique=True)
-    temperature_c: pl.Float64 = pa.Field(ge=-90, le=60, nullable=True)
-    precipitation_mm: pl.Float64 = pa.Field(ge=0, le=400, nullable=True)
-    wind_speed_kmh: pl.Float64 = pa.Field(ge=0, le=410, nullable=True)
-    weather_code: pl.Int32 = pa.Field(nullable=True)
+    `pandera_schema_to_dagster_type` needs the pandera schema, so building it when the module
+    loads imports pandera and pandas (~0.7 s on every `dagster`/`bikeshare` command and
+    code-server reload). This type carries only the name; the type check, the description and
+    the column-schema metadata the UI shows are those of the dagster-pandera type, built the
+    first time any of them is needed (a run's type check or the code location's snapshot).
+    """
 
-    class Config:
-        strict = True
+    def __init__(self, schema_name: str) -> None:
+        if schema_name not in SCHEMA_NAMES:
+            raise ValueError(f"{schema_name!r} is not one of {SCHEMA_NAMES}")
+        super().__init__(type_check_fn=self._delegate_type_check, name=schema_name)
+
+    @cached_property
+    def pandera_type(self) -> dg.DagsterType:
+        """The dagster-pandera type of the schema (imports pandera on first access)."""
+        from dagster_pandera import pandera_schema_to_dagster_type
+
+        from bikeshare_assets.ingest import schemas
+
+        return pandera_schema_to_dagster_type(getattr(schemas, self.key))
+
+    def _delegate_type_check(self, context: dg.TypeCheckContext, value: object) -> dg.TypeCheck:
+        return self.pandera_type.type_check(context, value)
+
+    @property
+    def description(self) -> str | None:
+        return self.pandera_type.description
+
+    @property
+    def metadata(self) -> Any:
+        return self.pandera_type.metadata
+
+    @property
+    def typing_type(self) -> Any:
+        return self.pandera_type.typing_type
 
 
-StationStatusFrame = pandera_schema_to_dagster_type(StationStatusSchema)
-StationInformationFrame = pandera_schema_to_dagster_type(StationInformationSchema)
-WeatherFrame = pandera_schema_to_dagster_type(WeatherSchema)
+StationStatusFrame = PanderaFrameType("StationStatusSchema")
+StationInformationFrame = PanderaFrameType("StationInformationSchema")
+WeatherFrame = PanderaFrameType("WeatherSchema")
 
 
 def enforce_schema(schema: type[pa.DataFrameModel], frame: pl.DataFrame) -> None:
     """Raise a ContractViolation naming the rule, columns and first failure cases."""
+    from pandera.errors import SchemaErrors
+
     try:
         schema.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as exc:
+    except SchemaErrors as exc:
         cases = exc.failure_cases
         checks = cases.get_column("check").cast(pl.String).to_list()
         columns = cases.get_column("column").cast(pl.String).to_list()
@@ -322,6 +324,7 @@ def distance_km(lat: pl.Series, lon: pl.Series, center: tuple[float, float]) -> 
     """Great-circle distance of each station to a point (scikit-learn's haversine)."""
     if lat.is_empty():  # scikit-learn refuses an empty array
         return pl.Series("distance_km", [], dtype=pl.Float64)
+    import numpy as np
     from sklearn.metrics.pairwise import haversine_distances  # heavy: only when checking
 
     points = np.radians(np.column_stack([lat.to_numpy(), lon.to_numpy()]))
