@@ -260,6 +260,11 @@ class LakeReader:
             side_stamp = (0, 0)
         return (st.st_mtime_ns, st.st_size, *side_stamp)
 
+    def version(self, city: str, asset: str, partition: str) -> tuple[int, ...] | None:
+        """What identifies a partition's stored bytes (local: mtime and size of the file and
+        its checksum), for callers' caches of what they built from it; None on S3."""
+        return self._stamp(lake_key(asset, city, partition))
+
     def _verified(self, key: str) -> bytes:
         """The file's bytes, checked against its SHA-256 sidecar (integrity.py, the same
         check the pipeline's IO manager makes): CorruptPartitionError names the file, the
