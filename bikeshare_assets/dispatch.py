@@ -61,6 +61,20 @@ def at_risk(
     return pl.concat(parts).sort(["p", "station_id"], descending=[True, False])
 
 
+def decision_thresholds(predictions: pl.DataFrame) -> dict[str, float]:
+    """Per target, the lowest P the served model flagged in this snapshot (`flag_<target>`
+    is P >= the decision threshold in the registry): the threshold as the rows show it,
+    without asking MLflow. Targets with no flagged row (or no flag column) are left out."""
+    out = {}
+    for target in TARGETS:
+        flag = f"flag_{target}"
+        if flag in predictions.columns:
+            lowest = predictions.filter(pl.col(flag).cast(pl.Boolean))[f"p_{target}"].min()
+            if lowest is not None:
+                out[target] = float(lowest)  # type: ignore[arg-type]
+    return out
+
+
 def stocked_out_now(snapshot: pl.DataFrame, threshold: int) -> dict[str, pl.DataFrame]:
     """Per target, the stations already at or below the threshold (empty / full now)."""
     return {

@@ -10,7 +10,8 @@ import pydeck as pdk
 import streamlit as st
 from pydeck.bindings.json_tools import default_serialize
 
-from bikeshare_assets.dispatch import at_risk, station_snapshot, stocked_out_now
+from bikeshare_assets.dispatch import station_snapshot, stocked_out_now
+from bikeshare_assets.features.labels import TARGETS
 
 PREDICTION_COLUMNS = [
     "snapshot_at",
@@ -21,8 +22,9 @@ PREDICTION_COLUMNS = [
     "p_stockout_docks",
     "model_version",
     "source",
+    "flag_stockout_bikes",
+    "flag_stockout_docks",
 ]
-RISK_LINE = 0.5  # the map's "at risk" count: P >= 0.5 and not stocked out now
 OUT_NOW_RGB = (90, 90, 110)  # slate: already empty/full, not a forecast
 
 
@@ -117,6 +119,16 @@ def deck(
     )
 
 
+def flagged_fine_now(snap: pl.DataFrame, threshold: int) -> int:
+    """Stations flagged for a target they are not stocked out on now (either target)."""
+    conditions = [
+        pl.col(f"flag_{t}").cast(pl.Boolean) & (pl.col(count) > threshold)
+        for t, count in TARGETS.items()
+        if f"flag_{t}" in snap.columns
+    ]
+    return snap.filter(pl.any_horizontal(conditions)).height if conditions else 0
+
+
 @dataclass(frozen=True)
 class BuiltDeck:
     """A deck already serialized: what st.pydeck_chart reads from a pydeck.Deck."""
@@ -158,12 +170,17 @@ with common.guard():
     preds = common.lake().read(city.key, "stockout_predictions", [chosen], PREDICTION_COLUMNS)
     snap = station_snapshot(preds, common.stations_for(city.key, chosen))
     threshold = city.stockout_threshold
-    risky = at_risk(snap, threshold, min_p=RISK_LINE)
+    flagged = flagged_fine_now(snap, threshold)
     out = stocked_out_now(snap, threshold)
     fallback = preds.get_column("source").eq("fallback").mean()
     st.caption(f"Snapshot {common.local_time(city, chosen)}")
     cols = st.columns(4)
-    cols[0].metric(f"At risk (P ≥ {RISK_LINE:.0%}, fine now)", risky.height)
+    cols[0].metric(
+        "Flagged, fine now",
+        flagged,
+        help="Stations the served model flags (P ≥ its decision threshold) for no bikes or "
+        "no docks in 30 minutes that are not empty/full now: the dispatch list's default.",
+    )
     cols[1].metric("Empty now", out["stockout_bikes"].height)
     cols[2].metric("Full now", out["stockout_docks"].height)
     cols[3].metric("Stations scored", snap.height)
