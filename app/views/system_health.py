@@ -88,10 +88,11 @@ with common.guard():
         + f", against the allowance for a {city.cadence_for(settings.source)}-minute cadence."
     )
     fresh = freshness_table(lake, city, settings.source)
+    # text marks, not emoji: a browser without an emoji font would draw ✅ as a box
     st.dataframe(
         fresh.with_columns(
             status=pl.col("status").replace(
-                {"fresh": "✅ fresh", "stale": "⚠ stale", "missing": "— none yet"}
+                {"fresh": "✓ fresh", "stale": "⚠ stale", "missing": "— none yet"}
             )
         ),
         hide_index=True,

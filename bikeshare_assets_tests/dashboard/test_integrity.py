@@ -94,3 +94,24 @@ def test_page_names_the_corrupt_partition_and_the_rebuild_command(
         f"--partition {partition}`" in text
     )
     assert "Traceback" not in text
+
+
+def test_s3_reads_are_checked_the_same_way(moto_s3, demo_outputs: DemoOutputs) -> None:
+    """The dashboard on an S3 lake: a partition the pipeline's LakeStorage wrote (with its
+    sidecar) reads back; the same object with a bit flipped is named, as on disk."""
+    from bikeshare_assets.storage import LakeStorage
+
+    root = f"s3://{moto_s3.bucket}/lake"
+    partition, frame = newest_scored(demo_outputs)
+    key = lake_key(ASSET, CITY, partition)
+    LakeStorage(root=root, s3_endpoint_url=moto_s3.endpoint_url).write_parquet(key, frame)
+    reader = LakeReader(root, moto_s3.endpoint_url)
+    assert reader.read(CITY, ASSET, [partition]).equals(frame)
+
+    data = bytearray(moto_s3.read(f"lake/{key}"))
+    data[len(data) // 2] ^= 0x10
+    moto_s3.client.put_object(Bucket=moto_s3.bucket, Key=f"lake/{key}", Body=bytes(data))
+    with pytest.raises(CorruptPartitionError) as caught:
+        LakeReader(root, moto_s3.endpoint_url).read(CITY, ASSET, [partition])
+    assert str(caught.value).startswith(f"{root}/{key} is corrupt")
+    assert f"--select {CITY}/{ASSET} --partition {partition}" in str(caught.value)

@@ -186,7 +186,7 @@ def test_system_health_shows_serving_freshness_and_quarantine(
     assert metric(at, "Batch success") == "100.0%"
     assert metric(at, "Fallback rows") == "0.0%"
     freshness = at.dataframe[0].value.set_index("asset")
-    assert freshness.loc["stockout_predictions", "status"] == "✅ fresh"
+    assert freshness.loc["stockout_predictions", "status"] == "✓ fresh"
     assert freshness.loc["stockout_predictions", "newest"] == demo_outputs.snapshots[-1]
     assert freshness.loc["drift_report", "status"] == "— none yet"
     # the recording's row without a station code was dropped and kept in quarantine
