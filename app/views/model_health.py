@@ -109,7 +109,13 @@ with common.guard():
                 x=alt.X("hour:T", title="hour (UTC)"),
                 y=alt.Y("value:Q", title=None),
                 color=alt.Color("scorer:N", title=None),
-                strokeDash="target:N",
+                # a line sample, not a dot, in the legend: the targets differ by dash only
+                strokeDash=alt.StrokeDash(
+                    "target:N",
+                    legend=alt.Legend(
+                        symbolType="stroke", symbolStrokeColor="gray", symbolStrokeWidth=2
+                    ),
+                ),
                 tooltip=["hour:T", "target", "scorer", alt.Tooltip("value:Q", format=".3f")],
             )
             .properties(height=180, width=230)

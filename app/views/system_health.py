@@ -96,6 +96,7 @@ with common.guard():
             )
         ),
         hide_index=True,
+        height=(fresh.height + 1) * 35 + 3,  # every asset visible, no inner scrolling
         column_config={
             "age_min": st.column_config.NumberColumn("age (min)", format="%.0f"),
             "allowed_min": st.column_config.NumberColumn("allowed (min)", format="%.0f"),

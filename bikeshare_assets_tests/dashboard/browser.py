@@ -36,7 +36,10 @@ DECK = '[data-testid="stDeckGlJsonChart"]'
 READY = {
     "Risk map": [f"{DECK} canvas"],
     "Dispatch list": ['[data-testid="stDataFrame"] canvas'],
-    "Model health": ['[data-testid="stVegaLiteChart"] svg.marks'],
+    "Model health": [
+        '[data-testid="stVegaLiteChart"] svg.marks',
+        '[data-testid="stDataFrame"] canvas',
+    ],
     "System health": [
         '[data-testid="stDataFrame"] canvas',
         '[data-testid="stVegaLiteChart"] svg.marks',
