@@ -14,6 +14,7 @@ import streamlit as st
 
 from bikeshare_assets.cities import City
 from bikeshare_assets.read import (
+    CorruptPartitionError,
     LakeReader,
     LakeUnavailable,
     NotMaterialized,
@@ -99,6 +100,19 @@ def local_time(city_: City, partition: str) -> str:
     return f"{here:%a %d %b %H:%M} {city_.timezone} ({at:%H:%M} UTC)"
 
 
+def corrupt_message(exc: CorruptPartitionError) -> str:
+    """A failed checksum as a dispatcher reads it: which file, which asset and partition,
+    and the one command that writes it again."""
+    where = exc.location
+    partition = f", partition **{where.partition}**" if where.partition else ""
+    return (
+        f"**A data file failed its integrity check:** asset **{where.asset}**{partition}.\n\n"
+        f"File `{exc.uri}`: {exc.reason}.\n\n"
+        f"Rebuild it with `{where.rebuild_command}` (it overwrites the file), then press "
+        "*Reload data* in the sidebar. This page shows nothing from it until then."
+    )
+
+
 @contextmanager
 def guard() -> Iterator[None]:
     """A page body: known failures become a message with what to do; anything else a short
@@ -111,6 +125,8 @@ def guard() -> Iterator[None]:
         raise  # st.stop() / st.rerun()
     except LakeUnavailable as exc:
         st.error(f"**The data lake cannot be reached.** {exc}")
+    except CorruptPartitionError as exc:
+        st.error(corrupt_message(exc))
     except NotMaterialized as exc:
         st.info(str(exc))
     except RegistryUnavailable as exc:

@@ -477,6 +477,18 @@ def _print_at_risk(settings: Settings, city: str, keys: list[str]) -> None:
     )
 
 
+def streamlit_command(app, address: str, port: int) -> list[str]:
+    """`streamlit run` as the dashboard is served: no usage statistics, no file watcher
+    (nothing edits the app in production), the viewer's toolbar only."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", address, "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none", "--theme.base", "light",
+        "--client.toolbarMode", "viewer",
+    ]  # fmt: skip
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Start the Streamlit operations dashboard (app/) on the lake the pipeline wrote."""
     import subprocess
@@ -491,12 +503,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         )
         return 2
     settings = get_settings()  # a wrong environment fails here, with its message
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.address", args.address, "--server.port", str(args.port),
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none", "--theme.base", "light",
-    ]  # fmt: skip
+    command = streamlit_command(app, args.address, args.port)
     print(
         f"dashboard: http://{args.address}:{args.port}  (data: {settings.storage_root}; "
         "Ctrl-C stops it)",

@@ -6,8 +6,12 @@ what it read until the file changes. Local reads need only polars: the dashboard
 page must not pay for importing Dagster. S3 goes through the same `LakeStorage` the writers
 use (imported on first use).
 
-Errors are for people: `LakeUnavailable` (the storage cannot be reached) and
-`NotMaterialized` (nothing there yet) say what is wrong and what to run.
+Every parquet file is checked against its SHA-256 sidecar (integrity.py, the same check the
+pipeline's IO manager makes) before it is parsed.
+
+Errors are for people: `LakeUnavailable` (the storage cannot be reached), `NotMaterialized`
+(nothing there yet) and `CorruptPartitionError` (a file fails its checksum: names the file,
+the partition and the command that rebuilds it) say what is wrong and what to run.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ from typing import Any
 import polars as pl
 
 from bikeshare_assets.cities import PARTITION_FMT, City, SourceMode
+from bikeshare_assets.integrity import (  # noqa: F401  (CorruptPartitionError: for readers' callers)
+    CHECKSUM_SUFFIX,
+    CorruptPartitionError,
+    parse_parquet,
+    verified_bytes,
+)
 from bikeshare_assets.settings import Settings
 
 # asset -> (partition kind, allowed age of its newest partition beyond the partition's end,
@@ -238,34 +248,50 @@ class LakeReader:
             return pl.DataFrame()
         return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
 
-    def _read_file(self, key: str, columns: tuple[str, ...] | None) -> pl.DataFrame:
-        def load() -> pl.DataFrame:
-            source = io.BytesIO(self.read_bytes(key)) if self.is_s3 else str(Path(self.root) / key)
-            if columns is None:
-                return pl.read_parquet(source)
-            schema = pl.read_parquet_schema(source)
-            if self.is_s3:
-                source.seek(0)  # type: ignore[union-attr]
-            return pl.read_parquet(source, columns=[c for c in columns if c in schema])
+    def _stamp(self, key: str) -> tuple[int, ...] | None:
+        """When a local file (or its checksum sidecar) last changed; None on S3."""
+        if self.is_s3:
+            return None
+        st = os.stat(Path(self.root) / key)
+        try:
+            side = os.stat(Path(self.root) / (key + CHECKSUM_SUFFIX))
+            side_stamp = (side.st_mtime_ns, side.st_size)
+        except FileNotFoundError:
+            side_stamp = (0, 0)
+        return (st.st_mtime_ns, st.st_size, *side_stamp)
 
-        stamp = None
-        if not self.is_s3:
-            st = os.stat(Path(self.root) / key)
-            stamp = (st.st_mtime_ns, st.st_size)
-        return self._cached(("file", key, columns), stamp, load)
+    def version(self, city: str, asset: str, partition: str) -> tuple[int, ...] | None:
+        """What identifies a partition's stored bytes (local: mtime and size of the file and
+        its checksum), for callers' caches of what they built from it; None on S3."""
+        return self._stamp(lake_key(asset, city, partition))
+
+    def _verified(self, key: str) -> bytes:
+        """The file's bytes, checked against its SHA-256 sidecar (integrity.py, the same
+        check the pipeline's IO manager makes): CorruptPartitionError names the file, the
+        partition and the command that rebuilds it."""
+        return verified_bytes(self.read_bytes, self.uri(key), key)
+
+    def _read_file(self, key: str, columns: tuple[str, ...] | None) -> pl.DataFrame:
+        return self._cached(
+            ("file", key, columns),
+            self._stamp(key),
+            lambda: parse_parquet(self._verified(key), self.uri(key), key, columns),
+        )
 
     def rows(self, city: str, asset: str, partition: str) -> int:
         """Row count of one partition from the parquet footer (a gap is an empty file)."""
         key = lake_key(asset, city, partition)
         if self.is_s3:
             return self._read_file(key, None).height
-        path = Path(self.root) / key
-        st = os.stat(path)
-        return self._cached(
-            ("rows", key),
-            (st.st_mtime_ns, st.st_size),
-            lambda: pl.scan_parquet(path).select(pl.len()).collect().item(),
-        )
+
+        def count() -> int:
+            data = self._verified(key)
+            try:
+                return pl.scan_parquet(io.BytesIO(data)).select(pl.len()).collect().item()
+            except Exception:  # unreadable although its checksum matches (or has none)
+                return parse_parquet(data, self.uri(key), key).height
+
+        return self._cached(("rows", key), self._stamp(key), count)
 
     def nonempty_partitions(self, city: str, asset: str, last: int | None = None) -> list[str]:
         """Partition keys that hold rows (recorder gaps left out), oldest first; only among

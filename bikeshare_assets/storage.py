@@ -12,7 +12,7 @@ single-run backfill here produces. This IO manager splits the run's frame by the
 for S3 and on the filesystem's rename for atomicity.
 
 Every parquet file has a sidecar `part.parquet.sha256` with the SHA-256 of its bytes, checked
-on every read: a truncated, empty or bit-flipped partition fails naming the file, the asset,
+on every read by integrity.py (the dashboard's reader uses the same check): a truncated, empty or bit-flipped partition fails naming the file, the asset,
 the partition and the command that rebuilds it, instead of being read as different numbers.
 """
 
@@ -32,8 +32,15 @@ import dagster as dg
 import polars as pl
 from pydantic import PrivateAttr
 
+from bikeshare_assets.integrity import (  # noqa: F401  (CorruptPartitionError, rebuild_hint: re-exported)
+    CHECKSUM_SUFFIX,
+    CorruptPartitionError,
+    accepted_digests,
+    read_verified_parquet,
+    rebuild_hint,
+)
+
 PARTITION_COLUMN_METADATA = "partition_column"
-CHECKSUM_SUFFIX = ".sha256"
 # A temp file older than this is a killed writer's leftover even if its PID is alive again
 # (reused); no write of one partition takes anywhere near this long.
 STALE_TEMP_SECONDS = 3600
@@ -140,18 +147,6 @@ class LakeStorage(dg.ConfigurableResource):
         else:
             Path(self.uri(key)).unlink(missing_ok=True)
 
-    def _accepted_digests(self, key: str) -> list[str] | None:
-        """The SHA-256s `key` may have; None for a file written before checksums existed."""
-        sidecar = key + CHECKSUM_SUFFIX
-        try:
-            return self.read_bytes(sidecar).decode().split()
-        except FileNotFoundError:
-            return None
-        except Exception as exc:  # S3: botocore's NoSuchKey
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "NoSuchKey":
-                return None
-            raise
-
     def write_parquet(self, key: str, frame: pl.DataFrame) -> str:
         """Write the file and its checksum so that a kill at any point leaves a file the
         sidecar accepts: a sidecar listing other digests first accepts the new one beside
@@ -163,7 +158,7 @@ class LakeStorage(dg.ConfigurableResource):
         data = buf.getvalue()
         digest = hashlib.sha256(data).hexdigest()
         sidecar = key + CHECKSUM_SUFFIX
-        before = self._accepted_digests(key) or []
+        before = accepted_digests(self.read_bytes, key) or []
         if before == [digest]:  # re-materialized with identical bytes: the sidecar holds
             return self.write_bytes(key, data)
         if before:
@@ -174,58 +169,12 @@ class LakeStorage(dg.ConfigurableResource):
         return uri
 
     def read_parquet(self, key: str) -> pl.DataFrame:
-        """The frame, after checking the bytes against the sidecar's SHA-256.
+        """The frame, after checking the bytes against the sidecar's SHA-256 (integrity.py,
+        shared with the dashboard's reader).
 
         Raises CorruptPartitionError (naming file, asset, partition and the rebuild command)
         for a truncated, empty, bit-flipped or otherwise unreadable file."""
-        data, accepted = self.read_bytes(key), self._accepted_digests(key)
-        digest = hashlib.sha256(data).hexdigest()
-        if accepted is not None and digest not in accepted:
-            # A writer may have replaced file and sidecar between our two reads: once more.
-            data, accepted = self.read_bytes(key), self._accepted_digests(key)
-            digest = hashlib.sha256(data).hexdigest()
-            if accepted is not None and digest not in accepted:
-                found = (
-                    f"its {len(data)} bytes have SHA-256 {digest[:12]}…" if data else "it is empty"
-                )
-                raise CorruptPartitionError(
-                    self.uri(key),
-                    key,
-                    f"{found}, but {key}{CHECKSUM_SUFFIX} records {accepted[0][:12]}… (a bit "
-                    "flip, a truncated copy or a write cut short)",
-                )
-        try:
-            return pl.read_parquet(io.BytesIO(data))
-        except Exception as exc:  # polars raises ComputeError, OSError, … for a broken file
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise CorruptPartitionError(
-                self.uri(key), key, f"not a readable parquet file ({len(data)} bytes: {first_line})"
-            ) from exc
-
-
-class CorruptPartitionError(Exception):
-    """A lake file that exists but cannot be trusted; the message says how to rebuild it."""
-
-    def __init__(self, uri: str, key: str, reason: str) -> None:
-        self.uri, self.key, self.reason = uri, key, reason
-        super().__init__(f"{uri} is corrupt: {reason}. {rebuild_hint(key)}")
-
-
-def rebuild_hint(key: str) -> str:
-    """Which asset and partition a lake key holds and the command that writes it again.
-
-    Keys follow partition_key_path: <asset>/city=<city>/dt=<partition>/part.parquet."""
-    parts = key.strip("/").split("/")
-    city = next((p[len("city=") :] for p in parts if p.startswith("city=")), None)
-    partition = next((p[len("dt=") :] for p in parts if p.startswith("dt=")), None)
-    asset = f"{city}/{parts[0]}" if city else parts[0]
-    where = f"asset {asset}" + (f", partition {partition}" if partition else "")
-    return (
-        f"It holds {where}; rebuild it with `dagster asset materialize -m "
-        f"bikeshare_assets.definitions --select {asset}"
-        + (f" --partition {partition}`" if partition else "`")
-        + " (it overwrites the file), then re-run what failed."
-    )
+        return read_verified_parquet(self.read_bytes, self.uri(key), key)
 
 
 def _pid_alive(pid: int) -> bool:

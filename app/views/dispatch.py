@@ -1,6 +1,8 @@
 """Dispatch list: stations predicted to stock out within 30 minutes that are still fine
 now, ranked by probability; suggested van moves; stations already empty/full, apart."""
 
+import math
+
 import common
 import polars as pl
 import streamlit as st
@@ -8,6 +10,7 @@ import streamlit as st
 from bikeshare_assets.dispatch import (
     TARGET_LABELS,
     at_risk,
+    decision_thresholds,
     station_snapshot,
     stocked_out_now,
     suggest_moves,
@@ -47,7 +50,25 @@ with common.guard():
         ["both", *TARGETS],
         format_func=lambda t: "no bikes or no docks" if t == "both" else TARGET_LABELS[t],
     )
-    min_p = f2.slider("Minimum P", 0.0, 1.0, 0.5, 0.05, key="min_p")
+    # Default: the served model's decision thresholds (rounded down to the slider's step),
+    # so the list starts with every station the model flags; calibrated probabilities of a
+    # new stockout rarely reach 50 %.
+    flagged_from = decision_thresholds(preds)
+    default_p = math.floor(min(flagged_from.values(), default=0.5) * 20) / 20
+    min_p = f2.slider(
+        "Minimum P",
+        0.0,
+        1.0,
+        default_p,
+        0.05,
+        key="min_p",
+        help="Starts at the served model's decision threshold ("
+        + (
+            ", ".join(f"{TARGET_LABELS[t]} {v:.2f}" for t, v in flagged_from.items())
+            or "none flagged: 0.50"
+        )
+        + "), rounded down: every station the model flags is listed.",
+    )
     names = snap.filter(pl.col("lat").is_not_null()).sort("name")
     labels = dict(
         zip(
@@ -103,24 +124,24 @@ with common.guard():
             moves.select(
                 from_=pl.when(pl.col("from_full_now")).then(pl.lit("⚠ ")).otherwise(pl.lit(""))
                 + pl.col("from_name").fill_null(pl.col("from_station")),
-                from_bikes_docks=pl.format("{} / {}", "from_bikes", "from_docks"),
-                p_no_docks="p_no_docks",
                 to=pl.when(pl.col("to_empty_now")).then(pl.lit("⚠ ")).otherwise(pl.lit(""))
                 + pl.col("to_name").fill_null(pl.col("to_station")),
+                bikes_to_move="bikes_to_move",
+                distance_km="distance_km",
+                from_bikes_docks=pl.format("{} / {}", "from_bikes", "from_docks"),
+                p_no_docks="p_no_docks",
                 to_bikes_docks=pl.format("{} / {}", "to_bikes", "to_docks"),
                 p_no_bikes="p_no_bikes",
-                distance_km="distance_km",
-                bikes_to_move="bikes_to_move",
             ),
             column_config={
                 "from_": "take bikes from",
-                "from_bikes_docks": "bikes / docks",
-                "p_no_docks": PERCENT("P(no docks)", format="percent", min_value=0, max_value=1),
                 "to": "bring them to",
-                "to_bikes_docks": "bikes / docks",
-                "p_no_bikes": PERCENT("P(no bikes)", format="percent", min_value=0, max_value=1),
-                "distance_km": st.column_config.NumberColumn("km", format="%.1f"),
                 "bikes_to_move": st.column_config.NumberColumn("bikes to move", format="%d"),
+                "distance_km": st.column_config.NumberColumn("km", format="%.1f"),
+                "from_bikes_docks": "from: bikes / docks",
+                "p_no_docks": st.column_config.NumberColumn("from: P(no docks)", format="percent"),
+                "to_bikes_docks": "to: bikes / docks",
+                "p_no_bikes": st.column_config.NumberColumn("to: P(no bikes)", format="percent"),
             },
             hide_index=True,
         )

@@ -109,11 +109,11 @@ with common.guard():
                 x=alt.X("hour:T", title="hour (UTC)"),
                 y=alt.Y("value:Q", title=None),
                 color=alt.Color("scorer:N", title=None),
-                strokeDash="target:N",
                 tooltip=["hour:T", "target", "scorer", alt.Tooltip("value:Q", format=".3f")],
             )
-            .properties(height=180, width=230)
-            .facet(column=alt.Column("metric:N", title=None))
+            .properties(height=130, width=230)
+            # one row per target: told apart by a dash, the two were hard to read
+            .facet(column=alt.Column("metric:N", title=None), row=alt.Row("target:N", title=None))
             .resolve_scale(y="independent"),
         )
 

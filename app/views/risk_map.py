@@ -2,6 +2,7 @@
 P(no bikes) and P(no docks) in 30 minutes), sized by capacity."""
 
 import json
+from dataclasses import dataclass
 
 import common
 import polars as pl
@@ -9,7 +10,8 @@ import pydeck as pdk
 import streamlit as st
 from pydeck.bindings.json_tools import default_serialize
 
-from bikeshare_assets.dispatch import at_risk, station_snapshot, stocked_out_now
+from bikeshare_assets.dispatch import station_snapshot, stocked_out_now
+from bikeshare_assets.features.labels import TARGETS
 
 PREDICTION_COLUMNS = [
     "snapshot_at",
@@ -20,20 +22,35 @@ PREDICTION_COLUMNS = [
     "p_stockout_docks",
     "model_version",
     "source",
+    "flag_stockout_bikes",
+    "flag_stockout_docks",
 ]
-RISK_LINE = 0.5  # the map's "at risk" count: P >= 0.5 and not stocked out now
+OUT_NOW_RGB = (90, 90, 110)  # slate: already empty/full, not a forecast
 
 
-def colour(frame: pl.DataFrame) -> pl.DataFrame:
+def colour(frame: pl.DataFrame, threshold: int) -> pl.DataFrame:
     """Green (safe) → amber → red (about to stock out), as RGB columns for deck.gl (plain
-    numbers: list columns reach deck.gl as numpy arrays it cannot draw)."""
+    numbers: list columns reach deck.gl as numpy arrays it cannot draw). A station already
+    empty or full is slate, not red: its P is ~1 by definition, and red would hide the
+    stations a van can still save among the hundreds that are out already."""
     r = pl.col("risk")
     low = r * 2  # 0..0.5 → green to amber
     high = (r - 0.5) * 2  # 0.5..1 → amber to red
+    out_now = (pl.col("bikes_available") <= threshold) | (pl.col("docks_available") <= threshold)
+    red, green, blue = OUT_NOW_RGB
     return frame.with_columns(
-        red=pl.when(r < 0.5).then(40 + low * 215).otherwise(255 - high * 40),
-        green=pl.when(r < 0.5).then(160 + low * 40).otherwise(200 - high * 175),
-        blue=pl.when(r < 0.5).then(70 - low * 70).otherwise(0),
+        red=pl.when(out_now)
+        .then(red)
+        .when(r < 0.5)
+        .then(40 + low * 215)
+        .otherwise(255 - high * 40),
+        green=pl.when(out_now)
+        .then(green)
+        .when(r < 0.5)
+        .then(160 + low * 40)
+        .otherwise(200 - high * 175),
+        blue=pl.when(out_now).then(blue).when(r < 0.5).then(70 - low * 70).otherwise(0),
+        out_now=out_now.fill_null(False),
     ).with_columns(pl.col("red", "green", "blue").round().cast(pl.Int64))
 
 
@@ -45,7 +62,9 @@ class CompactDeck(pdk.Deck):
         return json.dumps(self, sort_keys=True, default=default_serialize, separators=(",", ":"))
 
 
-def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> pdk.Deck:
+def deck(
+    frame: pl.DataFrame, lat: float, lon: float, threshold: int, streets: bool = False
+) -> pdk.Deck:
     """The stations as one deck.gl scatter layer. The JSON the browser gets is kept small
     (only what the tooltip shows, coordinates to ~1 m, integers), and radii are metres —
     deck.gl's default unit: pydeck turns any string argument into an expression, so
@@ -53,7 +72,8 @@ def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> 
     station as a disc covering the whole city (which software WebGL could not finish)."""
     models = frame.get_column("model_version").unique().drop_nulls()
     one_model = models.len() == 1
-    data = colour(frame.filter(pl.col("lat").is_not_null() & pl.col("lon").is_not_null())).select(
+    located = frame.filter(pl.col("lat").is_not_null() & pl.col("lon").is_not_null())
+    data = colour(located, threshold).select(
         "station_id",
         pl.col("name").fill_null("(not in the station list)"),
         pl.col("lat").round(5),
@@ -69,6 +89,7 @@ def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> 
         p_bikes=(pl.col("p_stockout_bikes") * 100).round(0).cast(pl.Int64),
         p_docks=(pl.col("p_stockout_docks") * 100).round(0).cast(pl.Int64),
         capacity=pl.col("capacity").fill_null(0).cast(pl.Int64),
+        now=pl.when(pl.col("out_now")).then(pl.lit(" — out now")).otherwise(pl.lit("")),
         # the model's name goes into the tooltip's text when the whole snapshot has one
         **({} if one_model else {"model": pl.col("model_version")}),
     )
@@ -83,7 +104,7 @@ def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> 
     )
     model = models[0] if one_model else "{model}"
     tooltip = {
-        "html": "<b>{name}</b> ({station_id})<br/>bikes {bikes} · free docks {docks} · "
+        "html": "<b>{name}</b> ({station_id}){now}<br/>bikes {bikes} · free docks {docks} · "
         "capacity {capacity}<br/>P(no bikes in 30 min) {p_bikes}%<br/>"
         f"P(no docks in 30 min) {{p_docks}}%<br/><small>model {model}</small>",
         "style": {"fontSize": "13px"},
@@ -96,6 +117,41 @@ def deck(frame: pl.DataFrame, lat: float, lon: float, streets: bool = False) -> 
         # alone draw the city, and a headless browser does not wait on unreachable tiles.
         **({"map_style": "light"} if streets else {"map_provider": None}),
     )
+
+
+def flagged_fine_now(snap: pl.DataFrame, threshold: int) -> int:
+    """Stations flagged for a target they are not stocked out on now (either target)."""
+    conditions = [
+        pl.col(f"flag_{t}").cast(pl.Boolean) & (pl.col(count) > threshold)
+        for t, count in TARGETS.items()
+        if f"flag_{t}" in snap.columns
+    ]
+    return snap.filter(pl.any_horizontal(conditions)).height if conditions else 0
+
+
+@dataclass(frozen=True)
+class BuiltDeck:
+    """A deck already serialized: what st.pydeck_chart reads from a pydeck.Deck."""
+
+    json: str
+    _tooltip: dict
+
+    def to_json(self) -> str:
+        return self.json
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def built_deck(
+    city_key: str, partition: str, version: tuple | None, streets: bool
+) -> tuple[str, dict]:
+    """The map of one scored snapshot, built once per stored file (`version` changes when
+    the partition is re-materialized): later visits and reruns skip the join, the colours
+    and the 240 kB of JSON."""
+    city_ = common.settings().cities[city_key]
+    preds = common.lake().read(city_key, "stockout_predictions", [partition], PREDICTION_COLUMNS)
+    snap = station_snapshot(preds, common.stations_for(city_key, partition))
+    built = deck(snap, city_.latitude, city_.longitude, city_.stockout_threshold, streets)
+    return built.to_json(), built._tooltip
 
 
 with common.guard():
@@ -114,12 +170,17 @@ with common.guard():
     preds = common.lake().read(city.key, "stockout_predictions", [chosen], PREDICTION_COLUMNS)
     snap = station_snapshot(preds, common.stations_for(city.key, chosen))
     threshold = city.stockout_threshold
-    risky = at_risk(snap, threshold, min_p=RISK_LINE)
+    flagged = flagged_fine_now(snap, threshold)
     out = stocked_out_now(snap, threshold)
     fallback = preds.get_column("source").eq("fallback").mean()
     st.caption(f"Snapshot {common.local_time(city, chosen)}")
     cols = st.columns(4)
-    cols[0].metric(f"At risk (P ≥ {RISK_LINE:.0%}, fine now)", risky.height)
+    cols[0].metric(
+        "Flagged, fine now",
+        flagged,
+        help="Stations the served model flags (P ≥ its decision threshold) for no bikes or "
+        "no docks in 30 minutes that are not empty/full now: the dispatch list's default.",
+    )
     cols[1].metric("Empty now", out["stockout_bikes"].height)
     cols[2].metric("Full now", out["stockout_docks"].height)
     cols[3].metric("Stations scored", snap.height)
@@ -129,9 +190,11 @@ with common.guard():
             "answer): those stations show P = 1 if empty/full now, else 0. See System health."
         )
     streets = st.toggle("Street map (Carto tiles, needs internet)", value=False)
-    st.pydeck_chart(deck(snap, city.latitude, city.longitude, streets), height=600)
+    version = common.lake().version(city.key, "stockout_predictions", chosen)
+    st.pydeck_chart(BuiltDeck(*built_deck(city.key, chosen, version, streets)), height=600)
     st.caption(
-        "Colour: the higher of P(no bikes) and P(no docks) in 30 minutes — green below 20 %, "
-        "amber around 50 %, red above 80 %. Size: station capacity. Hover a station for its "
-        f"counts and probabilities. Model: `{preds.get_column('model_version')[0]}`."
+        "Colour: the higher of P(no bikes) and P(no docks) in 30 minutes for stations fine "
+        "now — green below 20 %, amber around 50 %, red above 80 %; slate: already empty or "
+        "full (listed apart on the dispatch list). Size: station capacity. Hover a station "
+        f"for its counts and probabilities. Model: `{preds.get_column('model_version')[0]}`."
     )

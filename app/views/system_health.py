@@ -88,13 +88,15 @@ with common.guard():
         + f", against the allowance for a {city.cadence_for(settings.source)}-minute cadence."
     )
     fresh = freshness_table(lake, city, settings.source)
+    # text marks, not emoji: a browser without an emoji font would draw ✅ as a box
     st.dataframe(
         fresh.with_columns(
             status=pl.col("status").replace(
-                {"fresh": "✅ fresh", "stale": "⚠ stale", "missing": "— none yet"}
+                {"fresh": "✓ fresh", "stale": "⚠ stale", "missing": "— none yet"}
             )
         ),
         hide_index=True,
+        height=(fresh.height + 1) * 35 + 3,  # every asset visible, no inner scrolling
         column_config={
             "age_min": st.column_config.NumberColumn("age (min)", format="%.0f"),
             "allowed_min": st.column_config.NumberColumn("allowed (min)", format="%.0f"),

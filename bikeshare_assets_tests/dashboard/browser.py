@@ -27,11 +27,56 @@ PAGES = {
     "Drift": "drift",
     "System health": "system-health",
 }
-# what shows that a page finished drawing, beyond Streamlit's "not running" state
+DECK = '[data-testid="stDeckGlJsonChart"]'
+# What shows that a page finished drawing its content, beyond Streamlit's "not running"
+# state and the title: every selector must match. Streamlit loads each chart's and table's
+# code lazily (deck.gl alone is 3 MB of JavaScript) and shows a skeleton meanwhile, so the
+# element's own drawing surface is waited for: the data grid's canvas, Vega's SVG. The risk
+# map waits for more than its canvas: for deck.gl to have drawn the stations (MAP_DRAWN).
 READY = {
-    "Risk map": '[data-testid="stDeckGlJsonChart"]',
-    "Dispatch list": '[data-testid="stDataFrame"]',
+    "Risk map": [f"{DECK} canvas"],
+    "Dispatch list": ['[data-testid="stDataFrame"] canvas'],
+    "Model health": [
+        '[data-testid="stVegaLiteChart"] svg.marks',
+        '[data-testid="stDataFrame"] canvas',
+    ],
+    "System health": [
+        '[data-testid="stDataFrame"] canvas',
+        '[data-testid="stVegaLiteChart"] svg.marks',
+    ],
 }
+MAP_PAGES = {"Risk map"}
+
+# Installed in every new document: when deck.gl's bundle registers itself
+# (`globalThis.deck = {..., _registerLoggers}`), hook its render trace, which deck.gl calls
+# after each frame's layers are drawn with per-layer stats; a frame that drew a visible
+# layer, once presented (the next animation frame), sets `__bsMapDrawn`. No polling of
+# pixels: the timing stays cheap and exact.
+INIT_JS = """
+(() => {
+  let deck;
+  window.__bsMapDrawn = null;
+  Object.defineProperty(globalThis, "deck", {
+    configurable: true,
+    get() { return deck; },
+    set(value) {
+      deck = value;
+      if (!value || !value._registerLoggers || value.__bsHooked) return;
+      value.__bsHooked = true;
+      value._registerLoggers({
+        "deckRenderer.renderLayers": (renderer, stats) => {
+          const visible = (stats || []).reduce((n, s) => n + (s.visibleCount || 0), 0);
+          if (visible > 0 && window.__bsMapDrawn === null) {
+            window.__bsMapDrawn = false;
+            requestAnimationFrame(() => { window.__bsMapDrawn = performance.now(); });
+          }
+        },
+      });
+      if (value.log && value.log.level < 1) value.log.level = 1;  // deck traces only then
+    },
+  });
+})();
+"""
 
 
 def browser_missing() -> str | None:
@@ -41,11 +86,20 @@ def browser_missing() -> str | None:
 
 
 @contextmanager
-def dashboard_server(env: dict[str, str], port: int, startup_s: float = 90) -> Iterator[str]:
-    """`bikeshare dashboard --port <port>` in its own process group; stopped whatever
-    happens."""
+def dashboard_server(
+    env: dict[str, str], port: int, startup_s: float = 90, app: Path | None = None
+) -> Iterator[str]:
+    """`bikeshare dashboard --port <port>` in its own process group (or another Streamlit
+    `app` served with the same options); stopped whatever happens."""
+    from bikeshare_assets.cli import streamlit_command
+
+    command = (
+        [str(VENV_BIN / "bikeshare"), "dashboard", "--port", str(port)]
+        if app is None
+        else streamlit_command(app, "127.0.0.1", port)
+    )
     proc = subprocess.Popen(
-        [str(VENV_BIN / "bikeshare"), "dashboard", "--port", str(port)],
+        command,
         env={**os.environ, **env, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -101,23 +155,27 @@ def chrome(webgl: bool = True, width: int = 1440, height: int = 1300, profile: P
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": INIT_JS})
     return driver
 
 
 RENDERED_JS = """
-const [title, ready] = arguments;
+const [title, ready, map] = arguments;
 const app = document.querySelector('[data-testid="stApp"]');
 if (!app || app.getAttribute("data-test-script-state") !== "notRunning") return false;
 if (![...document.querySelectorAll("h1")].some(h => h.innerText.startsWith(title))) return false;
-return !ready || document.querySelector(ready) !== null;
+if (!ready.every(s => document.querySelector(s) !== null)) return false;
+return !map || typeof window.__bsMapDrawn === "number";
 """
 
 
 def rendered(driver, title: str, marker: bool = True) -> bool:
-    """Streamlit finished the run of page `title` and drew what the page is about. One
-    script call per poll: a WebDriver round trip per element costs tens of milliseconds
-    on a loaded machine, which the benchmark would count as page time."""
-    return bool(driver.execute_script(RENDERED_JS, title, READY.get(title) if marker else None))
+    """Streamlit finished the run of page `title` and drew what the page is about (READY;
+    the risk map's stations drawn by deck.gl). One script call per poll: a WebDriver round
+    trip per element costs tens of milliseconds on a loaded machine, which the benchmark
+    would count as page time."""
+    ready = READY.get(title, []) if marker else []
+    return bool(driver.execute_script(RENDERED_JS, title, ready, marker and title in MAP_PAGES))
 
 
 def wait_rendered(driver, title: str, timeout_s: float = 90, marker: bool = True) -> float:
@@ -140,7 +198,8 @@ def load(driver, base_url: str, title: str, timeout_s: float = 90) -> float:
 
 
 def switch(driver, title: str, timeout_s: float = 60) -> float:
-    """Click the sidebar link to page `title` (Streamlit switches without reloading)."""
+    """Click the sidebar link to page `title` (Streamlit switches without reloading);
+    seconds until it is rendered (the risk map: until its stations are drawn again)."""
     from selenium.webdriver.common.by import By
 
     link = next(
@@ -148,21 +207,10 @@ def switch(driver, title: str, timeout_s: float = 60) -> float:
         for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
         if a.text.strip().endswith(title)
     )
+    driver.execute_script("window.__bsMapDrawn = null")  # a new mount must draw anew
     started = time.perf_counter()
     link.click()
     wait_rendered(driver, title, timeout_s)
-    return time.perf_counter() - started
-
-
-def wait_map_drawn(driver, timeout_s: float = 90) -> float:
-    """Seconds until deck.gl created its WebGL canvas (the map layer is being drawn)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    started = time.perf_counter()
-    WebDriverWait(driver, timeout_s, poll_frequency=0.02).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, f"{READY['Risk map']} canvas")
-    )
     return time.perf_counter() - started
 
 
@@ -175,7 +223,7 @@ def map_station_share(driver) -> float:
     from PIL import Image
     from selenium.webdriver.common.by import By
 
-    canvas = driver.find_element(By.CSS_SELECTOR, f"{READY['Risk map']} canvas")
+    canvas = driver.find_element(By.CSS_SELECTOR, f"{DECK} canvas")
     box = driver.execute_script(
         "const r = arguments[0].getBoundingClientRect();"
         "return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]",

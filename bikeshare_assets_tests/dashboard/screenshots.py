@@ -25,7 +25,6 @@ def main(out: Path) -> int:
                     print(f"{title}: {errors}", file=sys.stderr)
                     return 1
                 if title == "Risk map":
-                    browser.wait_map_drawn(driver)
                     deadline = time.monotonic() + 30  # deck.gl's first frame
                     while browser.map_station_share(driver) == 0 and time.monotonic() < deadline:
                         time.sleep(0.2)

@@ -46,9 +46,9 @@ def test_every_page_renders_in_chromium(demo_outputs: DemoOutputs, tmp_path: Pat
                 browser.load(driver, url, title)
                 assert browser.page_errors(driver) == [], title
                 if title == "Risk map":
-                    # SwiftShader draws every station as a coloured dot: a few percent of
-                    # the canvas, neither empty nor one city-sized disc
-                    browser.wait_map_drawn(driver)
+                    # load() waited for deck.gl to draw the stations; SwiftShader draws
+                    # each as a coloured dot: a few percent of the canvas, neither empty
+                    # nor one city-sized disc
                     share = wait_for_stations(driver)
                     assert 0.005 < share < 0.4, f"{share:.1%} of the map in station colours"
                 for folder in targets:
@@ -58,8 +58,7 @@ def test_every_page_renders_in_chromium(demo_outputs: DemoOutputs, tmp_path: Pat
                     )
             # navigating by the sidebar works too, and comes back to a drawn map
             browser.switch(driver, "Dispatch list")
-            browser.switch(driver, "Risk map")
-            browser.wait_map_drawn(driver)
+            browser.switch(driver, "Risk map")  # waits for the stations drawn again
             assert 0.005 < wait_for_stations(driver) < 0.4
             assert browser.page_errors(driver) == []
         finally:

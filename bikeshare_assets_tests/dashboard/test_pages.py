@@ -70,11 +70,14 @@ def test_risk_map_counts_the_newest_snapshot(
     assert metric(at, "Stations scored") == str(frame.height)
     assert metric(at, "Empty now") == str((frame["bikes_available"] <= THRESHOLD).sum())
     assert metric(at, "Full now") == str((frame["docks_available"] <= THRESHOLD).sum())
-    at_risk = sum(
-        ((frame[count] > THRESHOLD) & (frame[f"p_{t}"] >= 0.5)).sum()
-        for t, count in TARGETS.items()
-    )
-    assert metric(at, "At risk") == str(at_risk)
+    flagged = frame.filter(
+        pl.any_horizontal(
+            pl.col(f"flag_{t}").cast(pl.Boolean) & (pl.col(count) > THRESHOLD)
+            for t, count in TARGETS.items()
+        )
+    ).height
+    assert flagged > 0
+    assert metric(at, "Flagged, fine now") == str(flagged)
 
 
 def test_risk_map_layer_reaches_deckgl_as_plain_settings(
@@ -121,6 +124,30 @@ def test_dispatch_list_ranks_stations_still_fine_now(
     assert f"Already stocked out: {empty} empty, {full} full" in [s.value for s in at.subheader]
 
 
+def test_dispatch_list_starts_with_every_station_the_model_flags(
+    demo_outputs: DemoOutputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calibrated probabilities of a new stockout rarely reach 50 %: the default Minimum P
+    is the served decision threshold (rounded down to the slider's step), not 0.5."""
+    at = open_page("dispatch", demo_outputs.env, monkeypatch)
+    _, frame = newest_scored(demo_outputs)
+    lowest_flagged = min(
+        frame.filter(pl.col(f"flag_{t}").cast(pl.Boolean))[f"p_{t}"].min() for t in TARGETS
+    )
+    assert at.slider(key="min_p").value == pytest.approx(int(lowest_flagged * 20) / 20)
+    ranked = at.dataframe[0].value
+    flagged_fine_now = {
+        (row["station_id"], t)
+        for t, count in TARGETS.items()
+        for row in frame.filter(
+            pl.col(f"flag_{t}").cast(pl.Boolean) & (pl.col(count) > THRESHOLD)
+        ).iter_rows(named=True)
+    }
+    labels = {"no bikes": "stockout_bikes", "no docks": "stockout_docks"}
+    listed = set(zip(ranked["station_id"], ranked["risk_of"].map(labels), strict=True))
+    assert flagged_fine_now <= listed
+
+
 def test_model_health_matches_the_stored_quality_and_registry(
     demo_outputs: DemoOutputs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,7 +186,7 @@ def test_system_health_shows_serving_freshness_and_quarantine(
     assert metric(at, "Batch success") == "100.0%"
     assert metric(at, "Fallback rows") == "0.0%"
     freshness = at.dataframe[0].value.set_index("asset")
-    assert freshness.loc["stockout_predictions", "status"] == "✅ fresh"
+    assert freshness.loc["stockout_predictions", "status"] == "✓ fresh"
     assert freshness.loc["stockout_predictions", "newest"] == demo_outputs.snapshots[-1]
     assert freshness.loc["drift_report", "status"] == "— none yet"
     # the recording's row without a station code was dropped and kept in quarantine
