@@ -30,6 +30,7 @@ from typing import Any
 
 import polars as pl
 
+from bikeshare_assets.automation.freshness import freshness_for
 from bikeshare_assets.cities import PARTITION_FMT, City, SourceMode
 from bikeshare_assets.integrity import (  # noqa: F401  (CorruptPartitionError: for readers' callers)
     CHECKSUM_SUFFIX,
@@ -62,19 +63,21 @@ MATURITY = timedelta(minutes=30)
 
 def freshness_allowance(asset: str, cadence: timedelta) -> timedelta:
     """How old the newest partition of `asset` may be (after its window ended) before the
-    dashboard calls it stale: one more cadence plus a few minutes of run time for snapshot
-    assets, the label horizon on top for labels and outcomes, 2 h for hourly assets, a day
-    for the daily station list and quality, two for the model chain (it retrains daily)."""
+    dashboard calls it stale: the fail window of the asset's declared FreshnessPolicy
+    (automation/freshness.py) where it has one; otherwise one more cadence plus a few minutes
+    of run time for snapshot assets, the label horizon on top for labels and outcomes, a day
+    for the daily station list and quality, two for the endpoint (it follows the daily model)."""
+    declared = freshness_for(cadence).get(asset)
+    if declared is not None:
+        return declared.fail
     kind = ASSET_PARTITIONS[asset]
-    if asset == "raw_station_status":
-        return cadence + timedelta(minutes=3)
     if asset in ("stockout_labels", "prediction_outcomes"):
         return MATURITY + cadence + timedelta(minutes=10)
     if kind == SNAPSHOT:
         return cadence + timedelta(minutes=10)
     if kind == HOUR:
         return timedelta(hours=2)
-    if asset in ("stockout_model", "registered_model_version", "model_endpoint"):
+    if asset == "model_endpoint":
         return timedelta(days=2)
     return timedelta(days=1)
 

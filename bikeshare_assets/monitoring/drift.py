@@ -64,6 +64,9 @@ DRIFT_SCHEMA: dict[str, pl.DataType] = {
     "rows_reference": pl.Int64(),
     "model_version": pl.String(),  # the serving label, e.g. stockout_bikes:v3+stockout_docks:v2
     "reference_hours": pl.String(),  # local hours of the reference rows compared
+    # the thresholds that judged this hour, so a reader (the dashboard) needs no config
+    "warn_psi": pl.Float64(),
+    "fail_psi": pl.Float64(),
 }
 
 
@@ -258,6 +261,8 @@ def drift_table(
                     "rows_reference": reference.get_column(column).drop_nulls().len(),
                     "model_version": label,
                     "reference_hours": hours,
+                    "warn_psi": thresholds.warn_psi,
+                    "fail_psi": thresholds.fail_psi,
                 }
             )
     return pl.DataFrame(rows, schema=DRIFT_SCHEMA)
