@@ -691,7 +691,6 @@ def _kick_live(live_settings: Settings) -> list[str]:
 def cmd_live(args: argparse.Namespace) -> int:
     """The loop running itself, offline: local live feed + `dagster dev` in live mode."""
     import os
-    import signal
     import subprocess
     from datetime import UTC, datetime, timedelta
     from pathlib import Path
@@ -701,13 +700,15 @@ def cmd_live(args: argparse.Namespace) -> int:
     from bikeshare_assets.settings import live_environment, settings_for_source
 
     warnings.filterwarnings("ignore")
+    # The recorded weather's repeated hours are documented (docs/data_attribution.md); the
+    # feed's own log lines would bury the URLs this command prints.
+    logging.getLogger("bikeshare_assets.ingest.weather").setLevel(logging.ERROR)
     if args.cadence <= 0 or 60 % args.cadence:
         raise UserError(f"--cadence {args.cadence}: must divide 60 (1, 2, 3, 5, 10, 15, ...).")
     settings = settings_for_source("replay")
     live_home = settings.home / "live"
     live_home.mkdir(parents=True, exist_ok=True)
-    # SIGTERM (a supervisor, a test) stops everything the same way Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    _interrupt_on_signals()
     feed = LiveFeedServer(args.feed_port, cadence_minutes=args.cadence).start()
     dagster: subprocess.Popen | None = None
     live_settings: Settings | None = None
@@ -775,6 +776,7 @@ Drills: curl -X POST '{feed.control_url}/outage?cadences=3' | drift?kind=heatwav
 Ctrl-C stops the UI, daemon, feed and endpoint.""",
             flush=True,
         )
+        _interrupt_on_signals()  # again: Dagster maps SIGTERM to SIGINT's handler when it runs
         while dagster.poll() is None:
             time.sleep(0.5)
         print(f"dagster dev exited with {dagster.returncode}", file=sys.stderr)
@@ -791,6 +793,18 @@ Ctrl-C stops the UI, daemon, feed and endpoint.""",
                 _stop_endpoints(live_settings)
             except Exception as exc:  # cleanup must not hide the reason we stopped
                 print(f"could not stop the local endpoint: {exc}", file=sys.stderr)
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM (a supervisor, a test) both stop `bikeshare live` cleanly, even when
+    it was started in the background, where SIGINT arrives ignored."""
+    import signal
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
 
 
 def _stop_group(proc, grace_s: float = 15.0) -> None:

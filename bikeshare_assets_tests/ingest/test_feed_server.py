@@ -7,6 +7,7 @@ project's GBFS client and Meteostat source, on a real Dagster instance.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -281,6 +282,13 @@ def test_an_outage_is_recorded_by_the_ingest_and_the_feed_recovers(
 # --------------------------------------------------------------------------------------
 
 
+def started_in_the_background() -> None:
+    """As `cmd &` from a script: SIGINT and SIGTERM arrive ignored (and Dagster maps SIGTERM
+    to whatever SIGINT does)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def test_bikeshare_live_starts_serves_the_feed_and_stops_on_sigterm(tmp_path) -> None:
     feed_port, ui_port = free_port(), free_port()
     env = {
@@ -293,8 +301,9 @@ def test_bikeshare_live_starts_serves_the_feed_and_stops_on_sigterm(tmp_path) ->
         [str(VENV_BIN / "bikeshare"), "live", "--without-champion",
          "--feed-port", str(feed_port), "--ui-port", str(ui_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=started_in_the_background,
     )  # fmt: skip
+    dagster_pid = None
     try:
         deadline = time.monotonic() + 50
         state = None
@@ -324,13 +333,20 @@ def test_bikeshare_live_starts_serves_the_feed_and_stops_on_sigterm(tmp_path) ->
         assert Path(f"/proc/{dagster_pid}").exists()
     finally:
         os.kill(proc.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        left_behind = [g for g in (proc.pid, dagster_pid) if g and group_alive(g)]
+        for group in left_behind:  # never leave a process behind, even when the test fails
+            os.killpg(group, signal.SIGKILL)
     assert proc.returncode == 0
-    # Nothing it started still listens: the feed and `dagster dev`'s UI are gone.
+    # Nothing it started is left: `dagster dev`'s whole process group and the feed are gone.
+    assert left_behind == []
     assert not port_open(feed_port) and not port_open(ui_port)
-    with pytest.raises(ProcessLookupError):
-        os.killpg(dagster_pid, 0)  # `dagster dev`'s whole process group is gone
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
