@@ -37,7 +37,7 @@ ui: venv
 ## Watch the loop run itself offline: a local live Paris feed + `dagster dev` in live mode
 ## (needs the champion `make demo` registers; docs/live.md).
 live: venv
-	$(BIN)/bikeshare live $(ARGS)
+	DAGSTER_HOME=$(BIKESHARE_HOME)/live/dagster_home $(BIN)/bikeshare live $(ARGS)
 
 ## Rewrite the doc tables generated from the code (environment variables, null budgets).
 docs: venv
