@@ -709,7 +709,11 @@ def cmd_live(args: argparse.Namespace) -> int:
     live_home = settings.home / "live"
     live_home.mkdir(parents=True, exist_ok=True)
     _interrupt_on_signals()
-    feed = LiveFeedServer(args.feed_port, cadence_minutes=args.cadence).start()
+    _port_free(args.ui_port, "--ui-port")
+    try:
+        feed = LiveFeedServer(args.feed_port, cadence_minutes=args.cadence).start()
+    except OSError as exc:
+        raise UserError(f"--feed-port {args.feed_port}: cannot listen on it ({exc}).") from exc
     dagster: subprocess.Popen | None = None
     live_settings: Settings | None = None
     try:
@@ -793,6 +797,14 @@ Ctrl-C stops the UI, daemon, feed and endpoint.""",
                 _stop_endpoints(live_settings)
             except Exception as exc:  # cleanup must not hide the reason we stopped
                 print(f"could not stop the local endpoint: {exc}", file=sys.stderr)
+
+
+def _port_free(port: int, option: str) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise UserError(f"{option} {port}: something already listens there; pick another.")
 
 
 def _interrupt_on_signals() -> None:
