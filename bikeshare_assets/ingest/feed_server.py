@@ -22,7 +22,7 @@ has 15-minute resolution and nothing is interpolated.
 
 Fault controls for the drills (POST, answers JSON; GET /_control/state shows the state):
 
-    POST /_control/outage?cadences=N   the whole feed answers 503 for the window under way
+    POST /_control/outage?cadences=N   the GBFS feed answers 503 for the window under way
                                        and the N-1 after it, until half a cadence after the
                                        Nth ends, so exactly those N fetches fail
     POST /_control/outage?seconds=S    503 for S seconds
@@ -341,7 +341,8 @@ class LiveFeedServer:
                 return self._control(method, path, query, now)
             if method != "GET":
                 return _text(405, f"{method} not allowed on {path}")
-            if self.controls.in_outage(now):
+            # The GBFS feed goes down, not the weather service beside it.
+            if self.controls.in_outage(now) and path.startswith(f"/{SYSTEM}/"):
                 return _text(503, "feed outage (drill): try again later")
             drift = self.controls.drift
         weekend = True if drift == "weekend" else None

@@ -145,6 +145,7 @@ def test_outage_answers_503_for_n_cadences_then_recovers() -> None:
             h, m, s = (int(x) for x in fetch_at.split(":"))
             clock.now = clock.now.replace(hour=h, minute=m, second=s)
             assert [get(server, p).status_code for p in feed_paths] == [503, 503, 503], fetch_at
+            assert get(server, "/meteostat/stations.db").status_code == 200  # weather stays up
         clock.now = clock.now.replace(minute=17, second=30)
         assert [get(server, p).status_code for p in feed_paths] == [200, 200, 200]
         assert get(server, "/_control/state").json()["outage_until"] is None
