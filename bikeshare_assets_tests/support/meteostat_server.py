@@ -7,7 +7,8 @@ Meteostat's data service is two kinds of static file under one base URL:
 - `/hourly/{year}/{station}.csv.gz`: one gzip CSV per station and year, header
   `year,month,day,hour,<param>,<param>_source,...`, times in UTC, 404 when there is no file.
 
-The stand-in builds both (with the package's builders, ingest/meteostat_files.py) from the project's recorded Paris weather (so tests run on real
+The stand-in builds both with the package's builders (ingest/meteostat_files.py, which the
+local live feed serves too) from the project's recorded Paris weather (so tests run on real
 numbers) and serves them on 127.0.0.1 with a real HTTP server. Individual paths can be made
 to fail (status code) or to hang (delay), to test what the client does when the service
 misbehaves.
