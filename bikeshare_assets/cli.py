@@ -171,7 +171,7 @@ def _last_day_first_key(parts) -> str:
     )[0]
 
 
-def _run_stage(defs, instance, stage: Stage) -> bool:
+def _run_stage(defs, instance, stage: Stage, launched_by: str = "bikeshare demo") -> bool:
     from bikeshare_assets.partitions import materialize_range
 
     pdef = stage.partitions
@@ -184,7 +184,7 @@ def _run_stage(defs, instance, stage: Stage) -> bool:
         stage.selection,
         first,
         last,
-        launched_by="bikeshare demo",
+        launched_by=launched_by,
         quiet=True,
         run_config=stage.run_config,
     )
@@ -613,7 +613,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             )
     instance = _prepare_instance(settings)
     stage = Stage(f"materialize {','.join(selection)}", "raw", selection, pdef, first, last)
-    ok = _run_stage(defs, instance, stage)
+    ok = _run_stage(defs, instance, stage, launched_by="bikeshare materialize")
     for asset, info in stage.result.get("assets", {}).items():
         print(
             f"{asset}: {info['partitions']} partition(s) {first}..{last}, {info['rows']} rows, "
@@ -689,7 +689,7 @@ def _kick_live(live_settings: Settings) -> list[str]:
     ):
         key = pdef.get_last_partition_key()
         stage = Stage(asset, "raw", [f"paris/{asset}"], pdef, key, key)
-        ok = _run_stage(defs, instance, stage)
+        ok = _run_stage(defs, instance, stage, launched_by="bikeshare live")
         lines.append(
             f"  paris/{asset} {key}: " + ("ok" if ok else f"FAILED {stage.result.get('error')}")
         )
