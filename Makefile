@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export BIKESHARE_HOME ?= $(CURDIR)/.bikeshare
 export DAGSTER_HOME   ?= $(BIKESHARE_HOME)/dagster_home
 
-.PHONY: demo test bench ui dashboard lint lock docs venv clean
+.PHONY: demo test bench ui live dashboard lint lock docs venv clean
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ bench: venv
 ui: venv
 	mkdir -p $(DAGSTER_HOME)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml
+
+## Watch the loop run itself offline: a local live Paris feed + `dagster dev` in live mode
+## (needs the champion `make demo` registers; docs/live.md).
+live: venv
+	DAGSTER_HOME=$(BIKESHARE_HOME)/live/dagster_home $(BIN)/bikeshare live $(ARGS)
 
 ## Rewrite the doc tables generated from the code (environment variables, null budgets).
 docs: venv

@@ -626,6 +626,223 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+LIVE_CITIES = """\
+# Written by `bikeshare live`: Paris against the local live feed it serves on 127.0.0.1
+# (bikeshare_assets/ingest/feed_server.py). Rewritten at every start.
+[cities.paris]
+display_name = "Paris Vélib' Métropole (local live feed)"
+gbfs_url = "{gbfs_url}"
+language = "fr"
+timezone = "Europe/Paris"
+country = "FR"
+latitude = 48.8566
+longitude = 2.3522
+radius_km = 40.0
+cadence_minutes = {cadence}
+stockout_threshold = 2
+live_start = "{live_start}"
+"""
+
+
+def _deploy_champion(settings: Settings, live_settings: Settings) -> str:
+    """Serve Paris's champions (from the registry `bikeshare demo` wrote) for the live
+    predictions; the health check's sample is the newest snapshot of the demo's features."""
+    from bikeshare_assets.definitions import build_endpoint
+    from bikeshare_assets.partitions import city_partitions
+    from bikeshare_assets.serving.assets import sample_features
+    from bikeshare_assets.serving.bundle import build_serving_bundle
+    from bikeshare_assets.training.tracking import MlflowTracking
+
+    city = settings.cities["paris"]
+    parts = city_partitions(city, settings.source)
+    last_day = parts.days.get_last_partition_key()
+    day = parts.days.time_window_for_partition_key(last_day)
+    tracking = MlflowTracking(
+        tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
+    )
+    sample = sample_features(_lake(settings), city, parts, day)
+    bundle = build_serving_bundle(tracking, "paris", sample)
+    deployed = build_endpoint(live_settings).deploy("paris", bundle.model_uri, bundle.label, sample)
+    return f"{bundle.label} at {deployed['address']}"
+
+
+def _kick_live(live_settings: Settings) -> list[str]:
+    """What the schedules would otherwise only start at midnight or the next tick: today's
+    station list and the window that just ended, so snapshots land from the first minute."""
+    from bikeshare_assets.definitions import build_definitions
+    from bikeshare_assets.partitions import city_partitions
+
+    instance = _prepare_instance(live_settings)
+    defs = build_definitions(live_settings)
+    parts = city_partitions(live_settings.cities["paris"], live_settings.source)
+    lines = []
+    for asset, pdef in (
+        ("raw_station_information", parts.days),
+        ("raw_station_status", parts.snapshots),
+    ):
+        key = pdef.get_last_partition_key()
+        stage = Stage(asset, "raw", [f"paris/{asset}"], pdef, key, key)
+        ok = _run_stage(defs, instance, stage)
+        lines.append(
+            f"  paris/{asset} {key}: " + ("ok" if ok else f"FAILED {stage.result.get('error')}")
+        )
+    return lines
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    """The loop running itself, offline: local live feed + `dagster dev` in live mode."""
+    import os
+    import subprocess
+    from datetime import UTC, datetime, timedelta
+    from pathlib import Path
+
+    from bikeshare_assets.cities import PARTITION_FMT
+    from bikeshare_assets.ingest.feed_server import LiveFeedServer
+    from bikeshare_assets.settings import live_environment, settings_for_source
+
+    warnings.filterwarnings("ignore")
+    # The recorded weather's repeated hours are documented (docs/data_attribution.md); the
+    # feed's own log lines would bury the URLs this command prints.
+    logging.getLogger("bikeshare_assets.ingest.weather").setLevel(logging.ERROR)
+    if args.cadence <= 0 or 60 % args.cadence:
+        raise UserError(f"--cadence {args.cadence}: must divide 60 (1, 2, 3, 5, 10, 15, ...).")
+    settings = settings_for_source("replay")
+    live_home = settings.home / "live"
+    live_home.mkdir(parents=True, exist_ok=True)
+    _interrupt_on_signals()
+    _port_free(args.ui_port, "--ui-port")
+    try:
+        feed = LiveFeedServer(args.feed_port, cadence_minutes=args.cadence).start()
+    except OSError as exc:
+        raise UserError(f"--feed-port {args.feed_port}: cannot listen on it ({exc}).") from exc
+    dagster: subprocess.Popen | None = None
+    live_settings: Settings | None = None
+    try:
+        now = datetime.now(UTC)
+        floored = now.replace(second=0, microsecond=0) - timedelta(
+            minutes=now.minute % args.cadence
+        )
+        # One window of history: the window that just ended is the first partition.
+        live_start = floored - timedelta(minutes=args.cadence)
+        cities_file = live_home / "cities.toml"
+        cities_file.write_text(
+            LIVE_CITIES.format(
+                gbfs_url=feed.gbfs_url,
+                cadence=args.cadence,
+                live_start=live_start.strftime(PARTITION_FMT),
+            ),
+            encoding="utf-8",
+        )
+        env = live_environment(
+            settings, cities_file=cities_file, meteostat_url=feed.meteostat_url, live_home=live_home
+        )
+        live_settings = get_settings(env)
+        print(f"local live feed: {feed.gbfs_url}  (Meteostat stand-in: {feed.meteostat_url})")
+        print(f"fault controls:  {feed.control_url}/state  (docs/live.md)", flush=True)
+        if args.without_champion:
+            print("model: none served (--without-champion): predictions fall back to persistence")
+        else:
+            try:
+                print(
+                    f"model: serving the Paris champions {_deploy_champion(settings, live_settings)}"
+                )
+            except (ValueError, LookupError) as exc:
+                raise UserError(
+                    f"no Paris champion to serve from BIKESHARE_HOME={settings.home} ({exc}). "
+                    "Run `bikeshare demo` first with the same BIKESHARE_HOME (it trains and "
+                    "registers one), or pass --without-champion to watch predictions fall back."
+                ) from exc
+        print("first partitions (today's station list, the window that just ended):", flush=True)
+        for line in _kick_live(live_settings):
+            print(line, flush=True)
+        command = [
+            sys.executable, "-m", "dagster", "dev", "-m", "bikeshare_assets.definitions",
+            "-h", "127.0.0.1", "-p", str(args.ui_port),
+        ]  # fmt: skip
+        dagster = subprocess.Popen(
+            command,
+            env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"},
+            cwd=live_home,
+            start_new_session=True,  # its own process group, stopped as one below
+            stdout=None if args.verbose else subprocess.DEVNULL,
+            stderr=None if args.verbose else open(live_home / "dagster_dev.log", "wb"),  # noqa: SIM115
+        )
+        next_tick = floored + timedelta(minutes=args.cadence)
+        print(
+            f"""
+Dagster UI:  http://127.0.0.1:{args.ui_port}   (dagster dev pid {dagster.pid}, instance {env["DAGSTER_HOME"]}, log {live_home / "dagster_dev.log"})
+What appears, without touching anything (cadence {args.cadence} min, times UTC):
+  now        paris/raw_station_status {live_start:%H:%M} and today's station list (above)
+  {next_tick:%H:%M}+     the schedule's next snapshot, then one every {args.cadence} min; weather each hour
+             features and predictions follow each snapshot (declarative automation)
+  +30 min    labels and outcomes of the first snapshots mature
+  next hour  the first hourly drift report
+Drills: curl -X POST '{feed.control_url}/outage?cadences=3' | drift?kind=heatwave | reset
+Ctrl-C stops the UI, daemon, feed and endpoint.""",
+            flush=True,
+        )
+        _interrupt_on_signals()  # again: Dagster maps SIGTERM to SIGINT's handler when it runs
+        while dagster.poll() is None:
+            time.sleep(0.5)
+        print(f"dagster dev exited with {dagster.returncode}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        if dagster is not None and dagster.poll() is None:
+            _stop_group(dagster)
+        feed.stop()
+        if live_settings is not None and not args.without_champion:
+            try:
+                _stop_endpoints(live_settings)
+            except Exception as exc:  # cleanup must not hide the reason we stopped
+                print(f"could not stop the local endpoint: {exc}", file=sys.stderr)
+
+
+def _port_free(port: int, option: str) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise UserError(f"{option} {port}: something already listens there; pick another.")
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM (a supervisor, a test) both stop `bikeshare live` cleanly, even when
+    it was started in the background, where SIGINT arrives ignored."""
+    import signal
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
+def _stop_group(proc, grace_s: float = 15.0) -> None:
+    """`dagster dev` and everything it started share one process group: SIGTERM it, then
+    SIGKILL whatever is left after the grace period."""
+    import os
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            # The leader is gone; its children may linger a moment: one more SIGKILL.
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        return
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     for name, default, meaning in ENVIRONMENT_VARIABLES:
         current = environment_value(name)
@@ -806,6 +1023,23 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("env", help="list the environment variables and their values").set_defaults(
         func=cmd_env
     )
+    live = sub.add_parser(
+        "live",
+        help="watch the loop run itself: a local live Paris feed + `dagster dev` in live mode",
+        description="Serves the embedded Paris recording shifted to the present on 127.0.0.1 "
+        "(GBFS + Meteostat stand-in + fault controls), then runs `dagster dev` in live mode "
+        "with schedules, automation and sensors on. See docs/live.md.",
+    )
+    live.add_argument("--ui-port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    live.add_argument("--feed-port", type=int, default=8700, help="local feed port (default 8700)")
+    live.add_argument("--cadence", type=int, default=5, help="snapshot minutes (default 5)")
+    live.add_argument(
+        "--without-champion",
+        action="store_true",
+        help="start without a served model (predictions fall back to persistence, flagged)",
+    )
+    live.add_argument("--verbose", action="store_true", help="show dagster dev's own output")
+    live.set_defaults(func=cmd_live)
     mat = sub.add_parser(
         "materialize",
         help="materialize assets over partitions on the project's Dagster instance",

@@ -258,6 +258,31 @@ def use_dagster_home(dagster_home: Path) -> None:
     os.environ["DAGSTER_HOME"] = str(dagster_home)
 
 
+def settings_for_source(source: str) -> Settings:
+    """This environment's settings with BIKESHARE_SOURCE replaced (`bikeshare live` reads the
+    champion and the demo's features through the replay's settings)."""
+    return get_settings({**os.environ, "BIKESHARE_SOURCE": source})
+
+
+def live_environment(
+    settings: Settings, *, cities_file: Path, meteostat_url: str, live_home: Path
+) -> dict[str, str]:
+    """The environment of `bikeshare live`'s pipeline: this one, switched to live mode against
+    the local feed (its cities file and Meteostat stand-in), with its own Dagster instance
+    under `live_home` unless DAGSTER_HOME is set. BIKESHARE_HOME stays, so the MLflow registry
+    and the lake are the ones `bikeshare demo` wrote."""
+    env = dict(os.environ)
+    env.update(
+        BIKESHARE_HOME=str(settings.home),
+        BIKESHARE_SOURCE="live",
+        BIKESHARE_CITIES_FILE=str(cities_file),
+        BIKESHARE_METEOSTAT_URL=meteostat_url,
+        DAGSTER_HOME=os.environ.get("DAGSTER_HOME") or str(live_home / "dagster_home"),
+    )
+    env.pop("BIKESHARE_CITIES", None)
+    return env
+
+
 def quiet_mlflow_for_terminal() -> None:
     """A terminal tool: MLflow's per-download progress bars and INFO lines drown the summary.
     MLflow reads these when it is first imported, so call this before importing it."""

@@ -7,7 +7,7 @@ Meteostat's data service is two kinds of static file under one base URL:
 - `/hourly/{year}/{station}.csv.gz`: one gzip CSV per station and year, header
   `year,month,day,hour,<param>,<param>_source,...`, times in UTC, 404 when there is no file.
 
-The stand-in builds both from the project's recorded Paris weather (so tests run on real
+The stand-in builds both (with the package's builders, ingest/meteostat_files.py) from the project's recorded Paris weather (so tests run on real
 numbers) and serves them on 127.0.0.1 with a real HTTP server. Individual paths can be made
 to fail (status code) or to hang (delay), to test what the client does when the service
 misbehaves.
@@ -16,11 +16,6 @@ misbehaves.
 from __future__ import annotations
 
 import csv
-import gzip
-import io
-import json
-import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,8 +25,12 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "meteostat"
-STATIONS_JSON = FIXTURES / "stations.json"
+from bikeshare_assets.ingest.meteostat_files import (
+    MeteostatHour,
+    hourly_csv_gz,
+    stations_db_bytes,
+)
+
 RECORDED_WEATHER = (
     Path(__file__).resolve().parents[2]
     / "bikeshare_assets"
@@ -40,72 +39,8 @@ RECORDED_WEATHER = (
     / "weather_hourly_openmeteo.csv"
 )
 
-# The column layout of Meteostat's hourly bulk files (every parameter has a *_source column).
-HOURLY_PARAMETERS = (
-    "temp",
-    "rhum",
-    "prcp",
-    "snwd",
-    "wdir",
-    "wspd",
-    "wpgt",
-    "pres",
-    "tsun",
-    "cldc",
-    "coco",
-)
-HOURLY_HEADER = ["year", "month", "day", "hour"] + [
-    col for p in HOURLY_PARAMETERS for col in (p, f"{p}_source")
-]
-
-
-def stations_db_bytes(stations_json: Path = STATIONS_JSON) -> bytes:
-    """The SQLite catalogue meteostat's `Stations` queries, built from a small JSON file.
-
-    Column names and order follow the queries in meteostat 2.1.5 (`api/stations.py`):
-    `stations.*` must be exactly the `Station` fields after the id, because meteostat
-    passes the row straight into `Station(**row)`.
-    """
-    spec = json.loads(stations_json.read_text(encoding="utf-8"))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "stations.db"
-        conn = sqlite3.connect(path)
-        try:
-            conn.executescript(
-                """
-                CREATE TABLE stations (id TEXT PRIMARY KEY, country TEXT, region TEXT,
-                    latitude REAL, longitude REAL, elevation INTEGER, timezone TEXT);
-                CREATE TABLE names (station TEXT, language TEXT, name TEXT);
-                CREATE TABLE identifiers (station TEXT, key TEXT, value TEXT);
-                CREATE TABLE inventory (station TEXT, provider TEXT, parameter TEXT,
-                    start TEXT, end TEXT, completeness REAL);
-                """
-            )
-            for st in spec["stations"]:
-                conn.execute(
-                    "INSERT INTO stations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        st["id"],
-                        st["country"],
-                        st["region"],
-                        st["latitude"],
-                        st["longitude"],
-                        st["elevation"],
-                        st["timezone"],
-                    ),
-                )
-                conn.execute("INSERT INTO names VALUES (?, 'en', ?)", (st["id"], st["name"]))
-                for key, value in st["identifiers"].items():
-                    conn.execute("INSERT INTO identifiers VALUES (?, ?, ?)", (st["id"], key, value))
-                for inv in st["inventory"]:
-                    conn.execute(
-                        "INSERT INTO inventory VALUES (?, ?, ?, ?, ?, NULL)",
-                        (st["id"], inv["provider"], inv["parameter"], inv["start"], inv["end"]),
-                    )
-            conn.commit()
-        finally:
-            conn.close()
-        return path.read_bytes()
+# The file builders live in the package (the local live feed serves them too).
+FixtureHour = MeteostatHour
 
 
 def condition_code(precip_mm: float) -> int:
@@ -113,17 +48,6 @@ def condition_code(precip_mm: float) -> int:
     if precip_mm <= 0:
         return 2
     return 7 if precip_mm < 1.0 else 8
-
-
-@dataclass(frozen=True)
-class FixtureHour:
-    """One hour as the fixture file carries it (None = empty cell)."""
-
-    time: datetime
-    temp: float | None
-    prcp: float | None
-    wspd: float | None
-    coco: int | None
 
 
 def hours_from_recording(recorded_csv: Path = RECORDED_WEATHER) -> list[FixtureHour]:
@@ -152,21 +76,6 @@ def hours_from_recording(recorded_csv: Path = RECORDED_WEATHER) -> list[FixtureH
                 )
             )
     return hours
-
-
-def hourly_csv_gz(hours: list[FixtureHour]) -> bytes:
-    """Hours in Meteostat's hourly bulk format: gzip CSV, all parameter/source columns."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(HOURLY_HEADER)
-    for h in hours:
-        values = {"temp": h.temp, "prcp": h.prcp, "wspd": h.wspd, "coco": h.coco}
-        row: list[object] = [h.time.year, h.time.month, h.time.day, h.time.hour]
-        for p in HOURLY_PARAMETERS:
-            value = values.get(p)
-            row += ["", ""] if value is None else [value, "metar"]
-        writer.writerow(row)
-    return gzip.compress(buf.getvalue().encode("utf-8"), mtime=0)
 
 
 def paris_files(station: str = "07156") -> dict[str, bytes]:
