@@ -1080,13 +1080,18 @@ def cmd_drill(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("bikeshare_assets.ingest.weather").setLevel(logging.ERROR)
     names = list(DRILLS) if "all" in args.names else list(dict.fromkeys(args.names))
+    if args.cadence <= 0 or 60 % args.cadence:
+        raise UserError(f"--cadence {args.cadence}: must divide 60 (1, 2, 3, 5, 10, 15, ...).")
     ok = True
-    with drill_stack(settings_for_source("replay"), cadence=args.cadence) as stack:
-        for name in names:
-            wait_steady(stack, print)
-            report = RUNNERS[name](stack, print)
-            print("\n".join(report.lines()), flush=True)
-            ok = ok and report.passed
+    try:
+        with drill_stack(settings_for_source("replay"), cadence=args.cadence) as stack:
+            for name in names:
+                wait_steady(stack, print)
+                report = RUNNERS[name](stack, print)
+                print("\n".join(report.lines()), flush=True)
+                ok = ok and report.passed
+    except RuntimeError as exc:  # the stack could not start or never settled: say why
+        raise UserError(f"bikeshare drill: {exc}") from exc
     return 0 if ok else 1
 
 
