@@ -32,7 +32,8 @@ from bikeshare_assets_tests.serving.champions import (
 )
 from bikeshare_assets_tests.support.slack_server import SlackServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# The stack starts inside the first test (module fixture): its timeout covers the start too.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 TOKEN = "xoxb-drill-token"
 
