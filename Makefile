@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export BIKESHARE_HOME ?= $(CURDIR)/.bikeshare
 export DAGSTER_HOME   ?= $(BIKESHARE_HOME)/dagster_home
 
-.PHONY: demo test bench ui live dashboard lint lock docs venv clean
+.PHONY: demo test bench ui live drills dashboard lint lock docs venv clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: venv
 ## Run the test suite (starts its own local HTTP, moto and scoring servers).
 test: venv
 	$(BIN)/pytest -q
+
+## Run the drills as tests (~15 min of real time: a live stack at a 1-minute cadence).
+drills: venv
+	$(BIN)/pytest -q -m slow -p no:cacheprovider bikeshare_assets_tests/automation/test_drills.py
 
 ## Run the benchmarks and print the tables recorded in docs/performance.md.
 bench: venv

@@ -1066,7 +1066,40 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quarantine", help="list rejected batches and why")
     q.add_argument("--asset", default=None, help="only this raw asset (e.g. raw_station_status)")
     q.set_defaults(func=cmd_quarantine)
+    drill = sub.add_parser(
+        "drill",
+        help="break the live loop on purpose (feed outage, dead endpoint) and time the healing",
+        description="Starts its own live stack (local feed, dagster dev, the Paris champion from "
+        "BIKESHARE_HOME's registry), runs the drills and prints time to alert and time to "
+        "recovery. See docs/performance.md.",
+    )
+    drill.add_argument("names", nargs="+", choices=["outage", "endpoint", "all"])
+    drill.add_argument("--cadence", type=int, default=1, help="snapshot minutes (default 1)")
+    drill.set_defaults(func=cmd_drill)
     return parser
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    """`bikeshare drill outage endpoint`: one stack, the drills in turn, a report each."""
+    from bikeshare_assets.automation.drills import DRILLS, RUNNERS, drill_stack, wait_steady
+    from bikeshare_assets.settings import settings_for_source
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("bikeshare_assets.ingest.weather").setLevel(logging.ERROR)
+    names = list(DRILLS) if "all" in args.names else list(dict.fromkeys(args.names))
+    if args.cadence <= 0 or 60 % args.cadence:
+        raise UserError(f"--cadence {args.cadence}: must divide 60 (1, 2, 3, 5, 10, 15, ...).")
+    ok = True
+    try:
+        with drill_stack(settings_for_source("replay"), cadence=args.cadence) as stack:
+            for name in names:
+                wait_steady(stack, print)
+                report = RUNNERS[name](stack, print)
+                print("\n".join(report.lines()), flush=True)
+                ok = ok and report.passed
+    except RuntimeError as exc:  # the stack could not start or never settled: say why
+        raise UserError(f"bikeshare drill: {exc}") from exc
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

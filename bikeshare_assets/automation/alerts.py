@@ -13,10 +13,12 @@ sensor only glues them together with its cursor as the memory of what is open.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -148,6 +150,116 @@ def reconcile(
     return out
 
 
+# --- incident groups (pure) -------------------------------------------------------------------
+
+# What the on-call engineer sees as ONE incident. A feed outage fails the raw runs, turns
+# raw and predictions stale and starts a catch-up: four detectors, one problem. A dead
+# endpoint is seen by its heal and its checks. Each group gets one message when its first
+# member fires and one when its last member has resolved (held for one more alert-sensor
+# tick, so a hand-over between detectors — the runs succeed again, the catch-up is still
+# filling — is not a resolution followed by a new alert).
+ENDPOINT_RULES = ("endpoint_answers", "batch_success")
+MODEL_RULES = ("feature_drift", "quality_above_gate")
+# Alert-sensor ticks a group stays empty before its resolution is sent (30 s apart).
+RESOLVE_HOLD_TICKS = 2
+
+
+def incident_group(alert: Alert) -> str | None:
+    """The operator-level incident `alert` belongs to, or None when it stands alone."""
+    if alert.incident.startswith("catch_up:") and ":gave_up:" in alert.incident:
+        return None  # a partition given up on needs a person: always its own message
+    assets = {a.strip() for a in alert.asset.split(",")}
+    rule = alert.rule.removeprefix("check ").split(" ")[0]
+    if rule in ENDPOINT_RULES:
+        return f"{alert.city}:endpoint"
+    if rule in MODEL_RULES:
+        return f"{alert.city}:model"
+    if assets <= set(SNAPSHOT_CHAIN) and (
+        alert.rule.startswith(("freshness", "run of")) or alert.incident.startswith("catch_up:")
+    ):
+        return f"{alert.city}:snapshots"
+    return None
+
+
+@dataclass
+class Folded:
+    """What to do with one alert of a group: send it now, or only record it."""
+
+    send: bool
+    note: str  # why (written to the alerts file)
+
+
+def fold(groups: dict[str, dict[str, Any]], group: str, alert: Alert, now: datetime) -> Folded:
+    """Update the open groups with `alert` (in place) and say whether it is a message."""
+    open_group = groups.get(group)
+    if alert.kind in (FIRING, ACTION):
+        if open_group is None:
+            groups[group] = {
+                "opened_at": now.isoformat(),
+                "severity": alert.severity,
+                "members": {alert.incident: alert.rule},
+                "seen": [alert.rule],
+                "first": {"asset": alert.asset, "rule": alert.rule, "link": alert.link},
+                "resolving": None,
+                "dids": [],
+            }
+            return Folded(True, f"opens incident {group}")
+        open_group["members"][alert.incident] = alert.rule
+        if alert.rule not in open_group["seen"]:
+            open_group["seen"].append(alert.rule)
+        reopened = open_group.pop("resolving", None) is not None
+        open_group["resolving"] = None
+        if alert.kind == FIRING and alert.severity == "ERROR" and open_group["severity"] == "WARN":
+            open_group["severity"] = "ERROR"
+            return Folded(True, f"escalates incident {group} to ERROR")
+        return Folded(False, f"part of open incident {group}" + (" (reopened)" if reopened else ""))
+    # RESOLVED or HEAL_FAILED
+    if open_group is None:
+        return Folded(True, "no open incident to fold into")
+    open_group["members"].pop(alert.incident, None)
+    if alert.did and alert.did != "nothing more to do" and alert.did not in open_group["dids"]:
+        open_group["dids"].append(alert.did)
+    if alert.kind == HEAL_FAILED:
+        if not open_group["members"]:
+            groups.pop(group)  # not healed: this message ends it, a person takes over
+        return Folded(True, f"a heal in incident {group} failed")
+    if open_group["members"]:
+        return Folded(False, f"incident {group} still open: {sorted(open_group['members'])}")
+    open_group["resolving"] = {"alert": asdict(alert), "ticks": 0, "at": now.isoformat()}
+    return Folded(False, f"last member of incident {group}: resolution held one tick")
+
+
+def release(groups: dict[str, dict[str, Any]], now: datetime) -> list[Alert]:
+    """One alert-sensor tick: the resolution of every group that stayed empty long enough
+    (removed from `groups`)."""
+    out = []
+    for group, state in list(groups.items()):
+        resolving = state.get("resolving")
+        if not resolving:
+            continue
+        resolving["ticks"] += 1
+        if resolving["ticks"] < RESOLVE_HOLD_TICKS:
+            continue
+        last = Alert(**resolving["alert"])
+        opened = datetime.fromisoformat(state["opened_at"])
+        minutes = (datetime.fromisoformat(resolving["at"]) - opened).total_seconds() / 60
+        out.append(
+            replace(
+                last,
+                incident=group,
+                asset=state["first"]["asset"],
+                rule=state["first"]["rule"],
+                value=f"open {minutes:.1f} min ({opened:%H:%M:%S} to "
+                f"{datetime.fromisoformat(resolving['at']):%H:%M:%S} UTC); seen: "
+                + ", ".join(state["seen"]),
+                did="; ".join(state["dids"]) or "nothing more to do",
+                link=state["first"]["link"],
+            )
+        )
+        groups.pop(group)
+    return out
+
+
 # --- delivery ---------------------------------------------------------------------------------
 
 
@@ -170,40 +282,76 @@ class AlertChannel(dg.ConfigurableResource):
             return "Slack incoming webhook"
         return "none"
 
+    @property
+    def incidents_file(self) -> Path:
+        """The open incident groups (beside the alerts file), shared by every sensor."""
+        return Path(self.alerts_file).with_name("incidents.json")
+
+    @contextmanager
+    def _groups(self) -> Iterator[dict[str, dict[str, Any]]]:
+        path = self.incidents_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.with_suffix(".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # sensors may run in parallel threads/processes
+            groups = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            yield groups
+            path.write_text(json.dumps(groups, indent=1, default=str), encoding="utf-8")
+
     def deliver(self, alerts: Iterable[Alert], log: logging.Logger | Any = None) -> list[dict]:
-        """Send each alert; return what was recorded for each (also appended to the file)."""
-        log = log or logging.getLogger(__name__)
+        """Send each alert — or, when it belongs to an incident group already open (see
+        `incident_group`), only record it; return what was recorded for each (also appended
+        to the file)."""
         records = []
         for alert in alerts:
-            error = None
-            delivered = "file"
-            if self.slack_token or self.slack_webhook_url:
-                try:
-                    self._post(alert)
-                    delivered = "slack_api" if self.slack_token else "slack_webhook"
-                except Exception as exc:  # Slack down or refusing: the file still has it
-                    error = self._redact(f"{type(exc).__name__}: {exc}")[:500]
-            record = {
-                "at": datetime.now(UTC).isoformat(),
-                **asdict(alert),
-                "text": alert.text(),
-                "delivered": delivered,
-                **({"slack_error": error} if error else {}),
-            }
-            self._append(record)
-            line = (
-                f"alert {alert.kind} [{alert.incident}] {alert.title}: {alert.value} — {alert.did}"
-            )
-            if error:
-                log.error(
-                    f"{line}. Slack delivery failed ({error}); written to {self.alerts_file}."
-                )
-            elif alert.kind == FIRING:
-                log.warning(f"{line} (sent to {delivered})")
-            else:
-                log.info(f"{line} (sent to {delivered})")
-            records.append(record)
+            group = incident_group(alert)
+            folded = Folded(True, "")
+            if group is not None:
+                with self._groups() as groups:
+                    folded = fold(groups, group, alert, datetime.now(UTC))
+            records.append(self._send(alert, log, folded, group))
         return records
+
+    def release_resolved(self, log: logging.Logger | Any = None) -> list[dict]:
+        """Called once per alert-sensor tick: send the resolution of each incident group whose
+        last member resolved and stayed resolved."""
+        with self._groups() as groups:
+            resolved = release(groups, datetime.now(UTC))
+        return [
+            self._send(a, log, Folded(True, f"incident {a.incident} resolved"), a.incident)
+            for a in resolved
+        ]
+
+    def _send(self, alert: Alert, log: Any, folded: Folded, group: str | None) -> dict:
+        log = log or logging.getLogger(__name__)
+        error = None
+        delivered = "file"
+        if folded.send and (self.slack_token or self.slack_webhook_url):
+            try:
+                self._post(alert)
+                delivered = "slack_api" if self.slack_token else "slack_webhook"
+            except Exception as exc:  # Slack down or refusing: the file still has it
+                error = self._redact(f"{type(exc).__name__}: {exc}")[:500]
+        record = {
+            "at": datetime.now(UTC).isoformat(),
+            **asdict(alert),
+            "text": alert.text(),
+            "delivered": delivered,
+            # False: recorded only, folded into the open incident `group` (no message)
+            "sent": folded.send,
+            **({"group": group, "group_note": folded.note} if group else {}),
+            **({"slack_error": error} if error else {}),
+        }
+        self._append(record)
+        line = f"alert {alert.kind} [{alert.incident}] {alert.title}: {alert.value} — {alert.did}"
+        if error:
+            log.error(f"{line}. Slack delivery failed ({error}); written to {self.alerts_file}.")
+        elif not folded.send:
+            log.info(f"{line} (not sent: {folded.note})")
+        elif alert.kind == FIRING:
+            log.warning(f"{line} (sent to {delivered})")
+        else:
+            log.info(f"{line} (sent to {delivered})")
+        return record
 
     def _post(self, alert: Alert) -> None:
         # slack_sdk is imported here, not when the definitions load.
@@ -492,11 +640,15 @@ def build_alert_sensor(
         failing += run_alerts
         result = reconcile(state["open"], failing)
         alerts.deliver(result.to_send, context.log)
+        released = alerts.release_resolved(context.log)
         context.update_cursor(
             json.dumps({"open": result.still_open, "runs": open_runs, "runs_after": runs_after})
         )
-        if not result.to_send:
+        if not result.to_send and not released:
             return dg.SkipReason(f"{len(result.still_open)} incident(s) open, nothing new")
-        return dg.SkipReason(f"sent {len(result.to_send)} alert(s) to {alerts.slack_target}")
+        return dg.SkipReason(
+            f"{len(result.to_send)} alert(s) and {len(released)} incident resolution(s) to "
+            f"{alerts.slack_target} (grouped ones to the alerts file only)"
+        )
 
     return bikeshare_alerts

@@ -5,7 +5,8 @@ Per city:
 - `<city>_heal_missing_partitions`: snapshots of the recent window missing from
   raw_station_status / station_features / stockout_predictions are requested again. A live
   GBFS feed only serves the present, so a raw window it did not answer while it was current
-  is recorded once as a source gap (an observation on that partition) and never re-requested;
+  is recorded once as a source gap (an empty raw partition, gap=true and source_gap=true, and
+  an observation saying why: `record_source_gap`) and never re-requested;
   features and predictions catch up over it (empty, gap=true) and from the moment it returns.
 - `<city>_heal_model`: `feature_drift` failing at ERROR or `quality_above_gate` failing →
   stockout_model → registered_model_version → model_endpoint for the newest day. The
@@ -43,8 +44,10 @@ from bikeshare_assets.automation.alerts import (
     run_link,
 )
 from bikeshare_assets.cities import City, SourceMode
+from bikeshare_assets.ingest.gbfs import STATUS_SCHEMA, empty_frame
 from bikeshare_assets.partitions import CityPartitions
 from bikeshare_assets.settings import Settings
+from bikeshare_assets.storage import LakeStorage, partition_key_path
 
 HEALED_BY_TAG = "bikeshare/healed_by"
 # A requested heal run that has not appeared after this long is not waited for any more.
@@ -279,7 +282,9 @@ def build_catch_up_sensor(
         f"{', '.join(SNAPSHOT_CHAIN)} in the last {policy.lookback}; a live window the feed "
         "did not answer is recorded as a source gap, not re-requested.",
     )
-    def heal_missing_partitions(context: dg.SensorEvaluationContext, alerts: AlertChannel):
+    def heal_missing_partitions(
+        context: dg.SensorEvaluationContext, alerts: AlertChannel, lake: LakeStorage
+    ):
         now = _now(context)
         state = json.loads(context.cursor) if context.cursor else {}
         windows = recent_windows(parts, now, policy.lookback)
@@ -294,17 +299,7 @@ def build_catch_up_sensor(
             now, windows, present, gaps, attempts, policy, live=live, live_lateness=lateness
         )
         for key in plan.new_source_gaps:
-            context.instance.report_runless_asset_event(
-                dg.AssetObservation(
-                    asset_key=keys["raw_station_status"],
-                    partition=key,
-                    metadata={
-                        "source_gap": True,
-                        "reason": "the live feed did not answer while this window was current; "
-                        "a GBFS feed has no history, so it stays without data",
-                    },
-                )
-            )
+            record_source_gap(context.instance, lake, keys["raw_station_status"], key)
         gaps |= set(plan.new_source_gaps)
         requests = []
         for run in plan.runs:
@@ -399,6 +394,31 @@ def build_catch_up_sensor(
         return requests
 
     return heal_missing_partitions
+
+
+SOURCE_GAP_REASON = (
+    "the live feed did not answer while this window was current; a GBFS feed has no history, "
+    "so it stays without data"
+)
+
+
+def record_source_gap(
+    instance: dg.DagsterInstance, lake: LakeStorage, raw_key: dg.AssetKey, partition: str
+) -> None:
+    """Record a live window the feed never answered as what a recorder gap is in a replay: an
+    empty raw partition (gap=true, source_gap=true) in the lake and in Dagster, plus an
+    observation saying why. Features and labels read it as a gap (null window features, no
+    label), and the automation conditions see the partition stored, so the snapshots after
+    an outage — whose 60-minute lookback spans it — follow by themselves instead of waiting
+    an hour for the lookback to pass."""
+    lake.write_parquet(partition_key_path(raw_key, partition), empty_frame(STATUS_SCHEMA))
+    metadata = {"source_gap": True, "gap": True, "rows": 0, "reason": SOURCE_GAP_REASON}
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=raw_key, partition=partition, metadata=metadata)
+    )
+    instance.report_runless_asset_event(
+        dg.AssetObservation(asset_key=raw_key, partition=partition, metadata=metadata)
+    )
 
 
 def _span(partitions: Sequence[str]) -> str | None:

@@ -11,7 +11,13 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 
-from bikeshare_assets.automation.alerts import ALERT_SENSOR_NAME, read_alerts
+from bikeshare_assets.automation.alerts import (
+    ACTION,
+    ALERT_SENSOR_NAME,
+    RESOLVED,
+    Alert,
+    read_alerts,
+)
 from bikeshare_assets_tests.automation.sensor_ticks import Ticker
 from bikeshare_assets_tests.conftest import build_defs, settings_for
 from bikeshare_assets_tests.support.slack_server import SlackServer
@@ -83,7 +89,7 @@ def test_a_failed_error_check_is_one_message_and_its_recovery_another(
     assert len(slack.messages) == 2
     assert "resolved" in slack.messages[1]["text"] and "model_quality" in slack.messages[1]["text"]
 
-    records = read_alerts(home / "alerts" / "alerts.jsonl")
+    records = [r for r in read_alerts(home / "alerts" / "alerts.jsonl") if r["sent"]]
     assert [r["kind"] for r in records] == ["firing", "resolved"]
     assert all(r["delivered"] == "slack_api" for r in records)
     assert TOKEN not in (home / "alerts" / "alerts.jsonl").read_text()
@@ -222,3 +228,67 @@ def test_bikeshare_env_hides_the_slack_secrets(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert TOKEN not in out and "sekrit" not in out
     assert "(set, hidden)" in out
+
+
+def _raw_run(instance: dg.DagsterInstance, fail: bool, partition: str) -> None:
+    """A run of paris/raw_station_status that fails as a feed answering 503 does."""
+
+    @dg.asset(key=STATUS, partitions_def=dg.StaticPartitionsDefinition(["a", "b", "c", "d"]))
+    def raw_station_status() -> None:
+        if fail:
+            raise RuntimeError("paris/raw_station_status: source_unavailable (HTTP 503)")
+
+    dg.materialize(
+        [raw_station_status], instance=instance, partition_key=partition, raise_on_error=False
+    )
+
+
+def _catch_up(kind: str) -> Alert:
+    return Alert(
+        incident="catch_up:paris:2026-12-01T10:02",
+        kind=kind,
+        city="paris",
+        asset="raw_station_status",
+        partition="a..c",
+        rule="missing partitions",
+        value="3 windows",
+        did="caught up: every snapshot present downstream" if kind == RESOLVED else "requested",
+        link="http://127.0.0.1:3000/assets/paris/stockout_predictions",
+    )
+
+
+def test_a_feed_outage_is_one_incident_across_runs_freshness_and_the_catch_up(
+    home, monkeypatch, instance, slack
+):
+    """The outage drill's promise: failed raw runs, stale raw data and the catch-up that fills
+    the gap are one incident: one message when it starts, one when all of it has resolved —
+    also when the runs succeed again before the catch-up has started (a hand-over)."""
+    defs = _defs(
+        home, monkeypatch, BIKESHARE_SLACK_TOKEN=TOKEN, BIKESHARE_SLACK_API_URL=slack.api_url
+    )
+    channel = defs.resources["alerts"]
+    ticker = Ticker(defs, instance, ALERT_SENSOR_NAME)
+    _raw_run(instance, True, "a")
+    ticker.tick()
+    assert len(slack.messages) == 1 and "source_unavailable" in slack.messages[0]["text"]
+    _raw_run(instance, True, "b")
+    _freshness(instance, STATUS, FreshnessState.PASS, FreshnessState.WARN)
+    ticker.tick()
+    _raw_run(instance, False, "d")  # the feed is back before the catch-up started
+    _freshness(instance, STATUS, FreshnessState.WARN, FreshnessState.PASS)
+    ticker.tick()
+    channel.deliver([_catch_up(ACTION)])  # ... which it does within the hold
+    ticker.tick()
+    ticker.tick()
+    assert len(slack.messages) == 1, [m["text"] for m in slack.messages]
+    channel.deliver([_catch_up(RESOLVED)])
+    ticker.tick()
+    assert len(slack.messages) == 1, "the resolution is held one tick"
+    ticker.tick()
+    assert len(slack.messages) == 2
+    resolved = slack.messages[1]["text"]
+    assert "resolved" in resolved and "caught up" in resolved and "freshness WARN" in resolved
+    records = read_alerts(home / "alerts" / "alerts.jsonl")
+    assert [r["kind"] for r in records if r["sent"]] == ["firing", "resolved"]
+    assert len(records) > 2, "every member's own alert is still recorded in the file"
+    assert {r["group"] for r in records} == {"paris:snapshots"}

@@ -316,7 +316,8 @@ def test_live_windows_the_feed_did_not_answer_become_source_gaps_once(home, inst
         live_start=start.strftime("%Y-%m-%d-%H:%M"),
     )
     settings = settings_for(home, cities, BIKESHARE_SOURCE="live")
-    ticker = Ticker(_defs(settings), instance, "paris_heal_missing_partitions")
+    defs = _defs(settings)
+    ticker = Ticker(defs, instance, "paris_heal_missing_partitions")
     requests = ticker.tick()
     observations = instance.fetch_observations(
         dg.AssetKey(["paris", "raw_station_status"]), limit=100
@@ -342,6 +343,12 @@ def test_live_windows_the_feed_did_not_answer_become_source_gaps_once(home, inst
     assert again_requested.isdisjoint({r.partition_key for r in requests})
     again = instance.fetch_observations(dg.AssetKey(["paris", "raw_station_status"]), limit=100)
     assert len(again.records) == len(observations)
+    # A gap is a stored, empty raw partition: features over it (and over the lookbacks that
+    # span it) run instead of failing on a missing partition.
+    gap = max(gaps)
+    assert gap in instance.get_materialized_partitions(dg.AssetKey(["paris", "raw_station_status"]))
+    features = materialize_range(defs, instance, "paris/station_features", gap, quiet=True)
+    assert features.success, step_failure_message(features)
     [opened] = _actions(home)  # one message for the whole catch-up, not one per run
     assert opened["kind"] == "action" and opened["rule"] == "missing partitions"
     assert f"recorded {len(gaps)} live window(s)" in opened["did"]
