@@ -30,3 +30,25 @@ class Ticker:
         requests = list(data.run_requests or [])
         self.run_keys += [r.run_key for r in requests]
         return requests
+
+
+def report_check(
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    name: str,
+    passed: bool,
+    partition: str | None,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    **md,
+) -> None:
+    """A check evaluation as Dagster records it (runless), for the sensors to read."""
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=key,
+            check_name=name,
+            passed=passed,
+            partition=partition,
+            severity=severity,
+            metadata=md,
+        )
+    )

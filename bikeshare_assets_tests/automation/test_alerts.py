@@ -19,6 +19,7 @@ from bikeshare_assets.automation.alerts import (
     read_alerts,
 )
 from bikeshare_assets_tests.automation.sensor_ticks import Ticker
+from bikeshare_assets_tests.automation.sensor_ticks import report_check as _check
 from bikeshare_assets_tests.conftest import build_defs, settings_for
 from bikeshare_assets_tests.support.slack_server import SlackServer
 
@@ -37,19 +38,6 @@ def _defs(home: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> dg.Definit
     for name, value in env.items():
         monkeypatch.setenv(name, value)  # the token reaches the resource as a Dagster EnvVar
     return build_defs(settings_for(home, **env))
-
-
-def _check(instance, key, name, passed, partition, severity=dg.AssetCheckSeverity.ERROR, **md):
-    instance.report_runless_asset_event(
-        dg.AssetCheckEvaluation(
-            asset_key=key,
-            check_name=name,
-            passed=passed,
-            partition=partition,
-            severity=severity,
-            metadata=md,
-        )
-    )
 
 
 def test_a_failed_error_check_is_one_message_and_its_recovery_another(

@@ -22,6 +22,7 @@ from bikeshare_assets.definitions import build_definitions
 from bikeshare_assets.partitions import city_partitions, materialize_range
 from bikeshare_assets.settings import Settings
 from bikeshare_assets_tests.automation.sensor_ticks import Ticker
+from bikeshare_assets_tests.automation.sensor_ticks import report_check as _check
 from bikeshare_assets_tests.conftest import settings_for, step_failure_message, write_cities
 
 DRIFT = dg.AssetKey(["paris", "drift_report"])
@@ -50,19 +51,6 @@ def _defs(settings: Settings, policy: HealPolicy | None = None) -> dg.Definition
 
 def _newest_day(settings: Settings) -> str:
     return city_partitions(settings.cities["paris"], settings.source).days.get_last_partition_key()
-
-
-def _check(instance, key, name, passed, partition, severity=dg.AssetCheckSeverity.ERROR, **md):
-    instance.report_runless_asset_event(
-        dg.AssetCheckEvaluation(
-            asset_key=key,
-            check_name=name,
-            passed=passed,
-            partition=partition,
-            severity=severity,
-            metadata=md,
-        )
-    )
 
 
 def _actions(home: Path) -> list[dict]:
