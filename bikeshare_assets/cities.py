@@ -63,6 +63,7 @@ class City:
     stockout_threshold: int
     live_start: datetime | None  # required for live mode only
     language: str | None = None
+    drift_window_minutes: int = 60  # one drift_report partition
     replay: ReplayConfig | None = None
     simulate: SimulateConfig | None = None
 
@@ -122,6 +123,7 @@ CITY_KEYS: dict[str, tuple[Any, str]] = {
     "radius_km": (50.0, "stations farther than this from latitude/longitude fail a check"),
     "cadence_minutes": (5, "live snapshot cadence; must divide 60"),
     "stockout_threshold": (2, "stocked out at <= this many bikes (or free docks)"),
+    "drift_window_minutes": (60, "one drift_report partition; must divide 60"),
     "live_start": ("(required for live)", "first live partition, YYYY-MM-DD-HH:MM UTC"),
     "replay": ("(none)", "table: a recording to replay (BIKESHARE_SOURCE=replay)"),
     "simulate": ("(none)", "table: the seeded simulator (BIKESHARE_SOURCE=simulate)"),
@@ -262,10 +264,19 @@ def _city(path: Path, key: str, raw: Any) -> City:
         radius_km=t.get("radius_km", float),
         cadence_minutes=t.cadence("cadence_minutes"),
         stockout_threshold=t.get("stockout_threshold", int),
+        drift_window_minutes=t.cadence("drift_window_minutes"),
         live_start=t.time("live_start"),
         replay=replay,
         simulate=simulate,
     )
+    cadences = {c.cadence_minutes for c in (city, replay, simulate) if c is not None}
+    for cadence in sorted(cadences):
+        if city.drift_window_minutes % cadence:
+            t.fail(
+                "drift_window_minutes",
+                f"= {city.drift_window_minutes} must be a multiple of the snapshot cadence "
+                f"({cadence} min): a drift window holds whole snapshots",
+            )
     if not (-90 <= city.latitude <= 90 and -180 <= city.longitude <= 180):
         t.fail("latitude", f"/ longitude = ({city.latitude}, {city.longitude}) is not on Earth")
     return city

@@ -12,6 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bikeshare_assets.errors import UserError
+from bikeshare_assets.live_stack import (
+    start_dagster_dev,
+    stop_endpoints,
+    stop_group,
+    write_live_cities,
+)
 from bikeshare_assets.redaction import redact_url
 from bikeshare_assets.settings import (
     ENVIRONMENT_VARIABLES,
@@ -28,24 +34,6 @@ LAYERS = ("raw", "features", "model", "serving")
 # Optuna trials in the demo's training run (TrainingConfig's default is larger): keeps the
 # whole demo within a few minutes on a laptop.
 DEMO_TRIALS = 8
-
-DAGSTER_YAML = """\
-# Written by `bikeshare demo`: the local Dagster instance (SQLite under this folder).
-telemetry:
-  enabled: false
-# A killed run (kill -9 of `dagster asset materialize`, `bikeshare demo`, `dagster dev`) is
-# marked FAILURE by the daemon's run monitoring (`dagster dev` runs it) and its orphaned step
-# processes are stopped; LocalRunLauncher launches like Dagster's default one and checks
-# run workers by their recorded PID (bikeshare_assets/runs.py).
-run_launcher:
-  module: bikeshare_assets.runs
-  class: LocalRunLauncher
-run_monitoring:
-  enabled: true
-  poll_interval_seconds: 30
-  start_timeout_seconds: 180
-  max_resume_run_attempts: 0
-"""
 
 
 @dataclass
@@ -65,14 +53,9 @@ class Stage:
 def _prepare_instance(settings: Settings):
     import dagster as dg
 
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    yaml = settings.dagster_home / "dagster.yaml"
-    # An older file this command wrote is brought up to date; an operator's own is kept.
-    current = yaml.read_text() if yaml.exists() else None
-    if current is None or (
-        current.startswith(DAGSTER_YAML.splitlines()[0]) and current != DAGSTER_YAML
-    ):
-        yaml.write_text(DAGSTER_YAML)
+    from bikeshare_assets.runs import write_instance_yaml
+
+    write_instance_yaml(settings.dagster_home)
     use_dagster_home(settings.dagster_home)
     return dg.DagsterInstance.get()
 
@@ -515,19 +498,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         return 0
 
 
-def _stop_endpoints(settings: Settings) -> None:
-    from bikeshare_assets.definitions import build_endpoint
-
-    endpoint = build_endpoint(settings)
-    if endpoint.kind != "local":
-        return
-    for city in settings.cities:
-        # Signals only a process proven to be this city's scoring server; an unreadable
-        # state file is named and set aside.
-        for line in endpoint.local(city).stop().lines(city):
-            print(line)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -561,7 +531,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print_summary(settings, stages, time.perf_counter() - started)
     if not args.keep_serving:
         try:
-            _stop_endpoints(settings)
+            stop_endpoints(settings)
         except Exception as exc:  # cleanup must not hide the run's own failure
             print(f"could not stop the local endpoint: {exc}", file=sys.stderr)
     if not ok:
@@ -633,24 +603,6 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return 0
 
 
-LIVE_CITIES = """\
-# Written by `bikeshare live`: Paris against the local live feed it serves on 127.0.0.1
-# (bikeshare_assets/ingest/feed_server.py). Rewritten at every start.
-[cities.paris]
-display_name = "Paris Vélib' Métropole (local live feed)"
-gbfs_url = "{gbfs_url}"
-language = "fr"
-timezone = "Europe/Paris"
-country = "FR"
-latitude = 48.8566
-longitude = 2.3522
-radius_km = 40.0
-cadence_minutes = {cadence}
-stockout_threshold = 2
-live_start = "{live_start}"
-"""
-
-
 def _deploy_champion(settings: Settings, live_settings: Settings) -> str:
     """Serve Paris's champions (from the registry `bikeshare demo` wrote) for the live
     predictions; the health check's sample is the newest snapshot of the demo's features."""
@@ -698,12 +650,9 @@ def _kick_live(live_settings: Settings) -> list[str]:
 
 def cmd_live(args: argparse.Namespace) -> int:
     """The loop running itself, offline: local live feed + `dagster dev` in live mode."""
-    import os
     import subprocess
     from datetime import UTC, datetime, timedelta
-    from pathlib import Path
 
-    from bikeshare_assets.cities import PARTITION_FMT
     from bikeshare_assets.ingest.feed_server import LiveFeedServer
     from bikeshare_assets.settings import live_environment, settings_for_source
 
@@ -711,8 +660,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     # The recorded weather's repeated hours are documented (docs/data_attribution.md); the
     # feed's own log lines would bury the URLs this command prints.
     logging.getLogger("bikeshare_assets.ingest.weather").setLevel(logging.ERROR)
-    if args.cadence <= 0 or 60 % args.cadence:
-        raise UserError(f"--cadence {args.cadence}: must divide 60 (1, 2, 3, 5, 10, 15, ...).")
+    _check_minutes(args)
     settings = settings_for_source("replay")
     live_home = settings.home / "live"
     live_home.mkdir(parents=True, exist_ok=True)
@@ -731,14 +679,12 @@ def cmd_live(args: argparse.Namespace) -> int:
         )
         # One window of history: the window that just ended is the first partition.
         live_start = floored - timedelta(minutes=args.cadence)
-        cities_file = live_home / "cities.toml"
-        cities_file.write_text(
-            LIVE_CITIES.format(
-                gbfs_url=feed.gbfs_url,
-                cadence=args.cadence,
-                live_start=live_start.strftime(PARTITION_FMT),
-            ),
-            encoding="utf-8",
+        cities_file = write_live_cities(
+            live_home / "cities.toml",
+            gbfs_url=feed.gbfs_url,
+            cadence=args.cadence,
+            drift_window=args.drift_window,
+            live_start=live_start,
         )
         env = live_environment(
             settings, cities_file=cities_file, meteostat_url=feed.meteostat_url, live_home=live_home
@@ -762,19 +708,11 @@ def cmd_live(args: argparse.Namespace) -> int:
         print("first partitions (today's station list, the window that just ended):", flush=True)
         for line in _kick_live(live_settings):
             print(line, flush=True)
-        command = [
-            sys.executable, "-m", "dagster", "dev", "-m", "bikeshare_assets.definitions",
-            "-h", "127.0.0.1", "-p", str(args.ui_port),
-        ]  # fmt: skip
-        dagster = subprocess.Popen(
-            command,
-            env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"},
-            cwd=live_home,
-            start_new_session=True,  # its own process group, stopped as one below
-            stdout=None if args.verbose else subprocess.DEVNULL,
-            stderr=None if args.verbose else open(live_home / "dagster_dev.log", "wb"),  # noqa: SIM115
+        dagster = start_dagster_dev(
+            env, live_home, args.ui_port, None if args.verbose else live_home / "dagster_dev.log"
         )
         next_tick = floored + timedelta(minutes=args.cadence)
+        first_drift = "next hour" if args.drift_window == 60 else f"+{args.drift_window} min"
         print(
             f"""
 Dagster UI:  http://127.0.0.1:{args.ui_port}   (dagster dev pid {dagster.pid}, instance {env["DAGSTER_HOME"]}, log {live_home / "dagster_dev.log"})
@@ -783,7 +721,7 @@ What appears, without touching anything (cadence {args.cadence} min, times UTC):
   {next_tick:%H:%M}+     the schedule's next snapshot, then one every {args.cadence} min; weather each hour
              features and predictions follow each snapshot (declarative automation)
   +30 min    labels and outcomes of the first snapshots mature
-  next hour  the first hourly drift report
+  {first_drift:10} the first drift report (one per {args.drift_window} min)
 Drills: curl -X POST '{feed.control_url}/outage?cadences=3' | drift?kind=heatwave | reset
 Ctrl-C stops the UI, daemon, feed and endpoint.""",
             flush=True,
@@ -798,11 +736,11 @@ Ctrl-C stops the UI, daemon, feed and endpoint.""",
         return 0
     finally:
         if dagster is not None and dagster.poll() is None:
-            _stop_group(dagster)
+            stop_group(dagster)
         feed.stop()
         if live_settings is not None and not args.without_champion:
             try:
-                _stop_endpoints(live_settings)
+                stop_endpoints(live_settings)
             except Exception as exc:  # cleanup must not hide the reason we stopped
                 print(f"could not stop the local endpoint: {exc}", file=sys.stderr)
 
@@ -825,29 +763,6 @@ def _interrupt_on_signals() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
-
-
-def _stop_group(proc, grace_s: float = 15.0) -> None:
-    """`dagster dev` and everything it started share one process group: SIGTERM it, then
-    SIGKILL whatever is left after the grace period."""
-    import os
-    import signal
-    import subprocess
-
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            # The leader is gone; its children may linger a moment: one more SIGKILL.
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        return
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -891,7 +806,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     endpoint = build_endpoint(settings)
     cities = [args.city] if args.city else list(settings.cities)
     if args.stop:
-        _stop_endpoints(settings)
+        stop_endpoints(settings)
         return 0
     tracking = MlflowTracking(
         tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
@@ -924,7 +839,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        _stop_endpoints(settings)
+        stop_endpoints(settings)
     return 0
 
 
@@ -1041,6 +956,9 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--feed-port", type=int, default=8700, help="local feed port (default 8700)")
     live.add_argument("--cadence", type=int, default=5, help="snapshot minutes (default 5)")
     live.add_argument(
+        "--drift-window", type=int, default=60, help="minutes per drift report (default 60)"
+    )
+    live.add_argument(
         "--without-champion",
         action="store_true",
         help="start without a served model (predictions fall back to persistence, flagged)",
@@ -1068,15 +986,28 @@ def _parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_quarantine)
     drill = sub.add_parser(
         "drill",
-        help="break the live loop on purpose (feed outage, dead endpoint) and time the healing",
+        help="break the live loop on purpose (feed outage, dead endpoint, drift) and time the healing",
         description="Starts its own live stack (local feed, dagster dev, the Paris champion from "
         "BIKESHARE_HOME's registry), runs the drills and prints time to alert and time to "
         "recovery. See docs/performance.md.",
     )
-    drill.add_argument("names", nargs="+", choices=["outage", "endpoint", "all"])
+    drill.add_argument("names", nargs="+", choices=["outage", "endpoint", "drift", "all"])
     drill.add_argument("--cadence", type=int, default=1, help="snapshot minutes (default 1)")
+    drill.add_argument(
+        "--drift-window", type=int, default=2, help="minutes per drift report (default 2)"
+    )
     drill.set_defaults(func=cmd_drill)
     return parser
+
+
+def _check_minutes(args: argparse.Namespace) -> None:
+    for flag, minutes in (("--cadence", args.cadence), ("--drift-window", args.drift_window)):
+        if minutes <= 0 or 60 % minutes:
+            raise UserError(f"{flag} {minutes}: must divide 60 (1, 2, 3, 5, 10, 15, ...).")
+    if args.drift_window % args.cadence:
+        raise UserError(
+            f"--drift-window {args.drift_window}: must be a multiple of --cadence {args.cadence}."
+        )
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
@@ -1087,11 +1018,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("bikeshare_assets.ingest.weather").setLevel(logging.ERROR)
     names = list(DRILLS) if "all" in args.names else list(dict.fromkeys(args.names))
-    if args.cadence <= 0 or 60 % args.cadence:
-        raise UserError(f"--cadence {args.cadence}: must divide 60 (1, 2, 3, 5, 10, 15, ...).")
+    _check_minutes(args)
     ok = True
     try:
-        with drill_stack(settings_for_source("replay"), cadence=args.cadence) as stack:
+        with drill_stack(
+            settings_for_source("replay"), cadence=args.cadence, drift_window=args.drift_window
+        ) as stack:
             for name in names:
                 wait_steady(stack, print)
                 report = RUNNERS[name](stack, print)

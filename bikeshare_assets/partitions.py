@@ -22,7 +22,8 @@ class CityPartitions:
     """Every partitions definition of one city's subgraph."""
 
     snapshots: dg.TimeWindowPartitionsDefinition  # raw_station_status, features, labels, ...
-    hours: dg.TimeWindowPartitionsDefinition  # raw_weather, drift
+    hours: dg.TimeWindowPartitionsDefinition  # raw_weather
+    drift: dg.TimeWindowPartitionsDefinition  # drift_report: hourly unless the city says less
     days: dg.TimeWindowPartitionsDefinition  # raw_station_information, model, registry, endpoint
     cadence_minutes: int
     has_weather: bool = True  # False: a replay without weather_path, so no raw_weather asset
@@ -67,6 +68,20 @@ def city_partitions(city: City, mode: SourceMode) -> CityPartitions:
         cron_schedule="0 * * * *",
         timezone="UTC",
     )
+    # A drift window shorter than the hour is for the drills (their 1-minute cadence makes an
+    # hour of waiting per drift report); production keeps hours.
+    window = city.drift_window_minutes
+    drift = (
+        hours
+        if window == 60
+        else dg.TimeWindowPartitionsDefinition(
+            start=start.replace(minute=0),
+            end=_ceil_hour(end) if end else None,
+            fmt=PARTITION_FMT,
+            cron_schedule=f"*/{window} * * * *",
+            timezone="UTC",
+        )
+    )
     days = dg.TimeWindowPartitionsDefinition(
         start=start.replace(hour=0, minute=0),
         end=_ceil_day(end) if end else None,
@@ -78,6 +93,7 @@ def city_partitions(city: City, mode: SourceMode) -> CityPartitions:
     return CityPartitions(
         snapshots=snapshots,
         hours=hours,
+        drift=drift,
         days=days,
         cadence_minutes=cadence,
         has_weather=city.has_weather(mode),

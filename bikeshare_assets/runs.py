@@ -24,12 +24,45 @@ import contextlib
 import os
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Self
 
 import psutil
 from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._serdes import ConfigurableClassData
+
+DAGSTER_YAML = """\
+# Written by `bikeshare demo`: the local Dagster instance (SQLite under this folder).
+telemetry:
+  enabled: false
+# A killed run (kill -9 of `dagster asset materialize`, `bikeshare demo`, `dagster dev`) is
+# marked FAILURE by the daemon's run monitoring (`dagster dev` runs it) and its orphaned step
+# processes are stopped; LocalRunLauncher launches like Dagster's default one and checks
+# run workers by their recorded PID (bikeshare_assets/runs.py).
+run_launcher:
+  module: bikeshare_assets.runs
+  class: LocalRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+  start_timeout_seconds: 180
+  max_resume_run_attempts: 0
+"""
+
+
+def write_instance_yaml(dagster_home: Path) -> Path:
+    """DAGSTER_HOME/dagster.yaml for the local instance: written when missing, brought up to
+    date when an older version of this file is there; an operator's own file is kept."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    yaml = dagster_home / "dagster.yaml"
+    current = yaml.read_text() if yaml.exists() else None
+    if current is None or (
+        current.startswith(DAGSTER_YAML.splitlines()[0]) and current != DAGSTER_YAML
+    ):
+        yaml.write_text(DAGSTER_YAML)
+    return yaml
+
 
 # A process created up to this long after its first recorded event is still that process
 # (event timestamps and process start times come from different clocks' rounding).

@@ -63,6 +63,11 @@ CASES: dict[str, Case] = {
         {},
         ["cities.toml", "[cities.paris] cadence_minutes = 7 must divide 60"],
     ),
+    "drift_window_off_cadence": (
+        _city(drift_window_minutes=20),
+        {},
+        ["cities.toml", "[cities.paris] drift_window_minutes = 20 must be a multiple", "15 min"],
+    ),
     "misspelled_key": (
         _city(timezon="Europe/Paris"),
         {},

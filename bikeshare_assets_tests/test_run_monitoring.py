@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import psutil
 
-from bikeshare_assets.cli import DAGSTER_YAML
+from bikeshare_assets.runs import DAGSTER_YAML
 from bikeshare_assets_tests.conftest import REPO, VENV_BIN
 
 SLEEPY = """

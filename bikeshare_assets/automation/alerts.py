@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -159,7 +160,9 @@ def reconcile(
 # tick, so a hand-over between detectors — the runs succeed again, the catch-up is still
 # filling — is not a resolution followed by a new alert).
 ENDPOINT_RULES = ("endpoint_answers", "batch_success")
-MODEL_RULES = ("feature_drift", "quality_above_gate")
+# prediction_drift is the same problem seen at the model's output: the served model scores
+# inputs unlike its training data (feature_drift sees the inputs themselves).
+MODEL_RULES = ("feature_drift", "prediction_drift", "quality_above_gate")
 # Alert-sensor ticks a group stays empty before its resolution is sent (30 s apart).
 RESOLVE_HOLD_TICKS = 2
 
@@ -295,7 +298,11 @@ class AlertChannel(dg.ConfigurableResource):
             fcntl.flock(lock, fcntl.LOCK_EX)  # sensors may run in parallel threads/processes
             groups = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
             yield groups
-            path.write_text(json.dumps(groups, indent=1, default=str), encoding="utf-8")
+            # Replaced, never rewritten in place: a reader without the lock (the dashboard,
+            # the drills) sees the old state or the new one, not an empty file.
+            partial = path.with_suffix(".json.partial")
+            partial.write_text(json.dumps(groups, indent=1, default=str), encoding="utf-8")
+            os.replace(partial, path)
 
     def deliver(self, alerts: Iterable[Alert], log: logging.Logger | Any = None) -> list[dict]:
         """Send each alert — or, when it belongs to an incident group already open (see

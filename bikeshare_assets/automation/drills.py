@@ -13,6 +13,15 @@ each drill against it:
 - `endpoint`: the scoring process is killed (SIGKILL to its process group) mid-stream.
   Expected: the next predictions fall back (flagged `source=fallback`), heal_endpoint
   re-deploys the champion, the predictions after that come from the model again.
+- `drift`: the feed serves a quarter of the stations closed (no bikes, no docks, not
+  renting) — a shift the model never saw. Expected: drift_report's feature_drift fails at
+  ERROR, one alert opens the model incident, heal_model retrains → registers through the
+  promotion gate → deploys; the challenger is promoted or refused with its reason (on
+  minutes of live data there is nothing to train on: the retrain is refused), the endpoint
+  serves the champion throughout, and the incident resolves once the shift is over.
+
+The stack's drift reports cover `drift_window` minutes (2 by default, an hour in
+production): a drill cannot wait an hour for its report.
 
 Each drill returns a `DrillReport`: its timeline, time to alert (first message sent, from
 the first failure the pipeline saw) and time to recovery (from the failure to everything
@@ -25,24 +34,28 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import requests
 
-from bikeshare_assets.automation.alerts import FIRING, RESOLVED, read_alerts
+from bikeshare_assets.automation.alerts import FIRING, HEAL_FAILED, RESOLVED, read_alerts
 from bikeshare_assets.cities import PARTITION_FMT
+from bikeshare_assets.live_stack import (
+    start_dagster_dev,
+    stop_endpoints,
+    stop_group,
+    write_live_cities,
+)
 from bikeshare_assets.settings import Settings, get_settings, live_environment
 
 CITY = "paris"
-DRILLS = ("outage", "endpoint")
+DRILLS = ("outage", "endpoint", "drift")
 OUTAGE_CADENCES = 3
 STATUS_JOB = f"{CITY}_station_status_live"
 
@@ -103,6 +116,7 @@ class DrillStack:
     env: dict[str, str]
     feed: Any  # LiveFeedServer
     cadence: int
+    drift_window: int
     daemon: subprocess.Popen | None = None
 
     @property
@@ -129,13 +143,14 @@ def drill_stack(
     base: Settings,
     *,
     cadence: int = 1,
+    drift_window: int = 2,
     feed_port: int = 0,
     extra_env: Mapping[str, str] | None = None,
     log: LOG = print,
 ) -> Iterator[DrillStack]:
     """Start the stack (feed, first partitions, champion, daemon); stop all of it on exit."""
-    from bikeshare_assets.cli import DAGSTER_YAML, LIVE_CITIES, _stop_endpoints, _stop_group
     from bikeshare_assets.ingest.feed_server import LiveFeedServer
+    from bikeshare_assets.runs import write_instance_yaml
 
     home = base.home / "drills" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     home.mkdir(parents=True, exist_ok=True)
@@ -145,14 +160,12 @@ def drill_stack(
         now = datetime.now(UTC)
         floored = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % cadence)
         live_start = floored - timedelta(minutes=cadence)  # the first partition: kicked below
-        cities_file = home / "cities.toml"
-        cities_file.write_text(
-            LIVE_CITIES.format(
-                gbfs_url=feed.gbfs_url,
-                cadence=cadence,
-                live_start=live_start.strftime(PARTITION_FMT),
-            ),
-            encoding="utf-8",
+        cities_file = write_live_cities(
+            home / "cities.toml",
+            gbfs_url=feed.gbfs_url,
+            cadence=cadence,
+            drift_window=drift_window,
+            live_start=live_start,
         )
         env = live_environment(
             base, cities_file=cities_file, meteostat_url=feed.meteostat_url, live_home=home
@@ -165,30 +178,23 @@ def drill_stack(
             BIKESHARE_MLFLOW_ARTIFACTS=base.mlflow_artifact_root,
         )
         settings = get_settings(env)
-        settings.dagster_home.mkdir(parents=True, exist_ok=True)
-        (settings.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
-        stack = DrillStack(base, settings, env, feed, cadence)
-        log(f"drill stack: {home} (feed {feed.gbfs_url}, cadence {cadence} min)")
+        write_instance_yaml(settings.dagster_home)
+        stack = DrillStack(base, settings, env, feed, cadence, drift_window)
+        log(
+            f"drill stack: {home} (feed {feed.gbfs_url}, cadence {cadence} min, drift reports "
+            f"every {drift_window} min)"
+        )
         _first_partitions(stack, log)
-        bin_dir = Path(sys.executable).parent
-        stack.daemon = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-m", "bikeshare_assets.definitions",
-             "-h", "127.0.0.1", "-p", str(_free_port())],
-            env={**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"},
-            cwd=home,
-            start_new_session=True,  # its own process group, stopped as one below
-            stdout=subprocess.DEVNULL,
-            stderr=open(home / "dagster.log", "wb"),  # noqa: SIM115
-        )  # fmt: skip
+        stack.daemon = start_dagster_dev(env, home, _free_port(), home / "dagster.log")
         log(f"dagster dev (daemon + UI) pid {stack.daemon.pid}, log {home / 'dagster.log'}")
         yield stack
     finally:
         if stack is not None and stack.daemon is not None and stack.daemon.poll() is None:
-            _stop_group(stack.daemon)
+            stop_group(stack.daemon)
         feed.stop()
         if stack is not None:
             try:
-                _stop_endpoints(stack.settings)
+                stop_endpoints(stack.settings)
             except Exception as exc:  # cleanup must not hide the drill's own failure
                 log(f"could not stop the drill's endpoint: {exc}")
 
@@ -510,7 +516,172 @@ def endpoint_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 420) 
     return report
 
 
+def _latest_evaluation(
+    instance: dg.DagsterInstance, asset: str, check: str
+) -> tuple[float, dg.AssetCheckEvaluation] | None:
+    record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(_key(asset), check))
+    event = record.event if record else None
+    data = event.dagster_event.event_specific_data if event and event.dagster_event else None
+    return (event.timestamp, data) if isinstance(data, dg.AssetCheckEvaluation) else None
+
+
+def _serving_label(stack: DrillStack, after: float) -> str | None:
+    """The model_version of the newest model-scored predictions after `after`."""
+    scored = [
+        r
+        for r in _materializations(stack.instance, "stockout_predictions", after)
+        if _prediction_source(r) == "model"
+    ]
+    if not scored:
+        return None
+    value = scored[-1].asset_materialization.metadata.get("model_version")  # type: ignore[union-attr]
+    return str(getattr(value, "value", value))
+
+
+def drift_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 720) -> DrillReport:
+    """A quarter of the stations closed until drift_report fails and the retrain decided."""
+    from bikeshare_assets.automation.sensors import HEALED_BY_TAG
+
+    report = DrillReport("drift", stack.cadence, datetime.now(UTC))
+    champion = _serving_label(stack, report.started_at.timestamp() - 600)
+    stack.post("drift?kind=closed_stations")
+    injected = datetime.now(UTC)
+    report.note(f"drift injected: a quarter of the stations closed (champion {champion})", injected)
+    pdef = _drift_windows(stack)
+    # The first window whose every snapshot is fetched after the injection: the next window
+    # start (a snapshot is fetched when its window ends, so this holds with one to spare).
+    step = timedelta(minutes=stack.drift_window)
+    first = (
+        pdef.time_window_for_partition_key(
+            pdef.get_partition_key_for_timestamp(injected.timestamp())
+        ).start
+        + step
+    )
+    since = injected.timestamp()
+
+    def drift_failed() -> tuple[float, dg.AssetCheckEvaluation] | None:
+        latest = _latest_evaluation(stack.instance, "drift_report", "feature_drift")
+        if latest is None or latest[0] < since or latest[1].passed:
+            return None
+        return latest if latest[1].severity == dg.AssetCheckSeverity.ERROR else None
+
+    failed = _wait("feature_drift to fail", drift_failed, timeout_s, stack)
+    if failed is None:
+        report.failures.append(
+            f"feature_drift did not fail at ERROR on a drift window from {first:%H:%M} on"
+        )
+        stack.post("reset")
+        return report
+    failed_at, evaluation = failed
+    report.note(
+        f"feature_drift ERROR on drift_report {evaluation.partition}: "
+        f"{(evaluation.description or '')[:160]}",
+        datetime.fromtimestamp(failed_at, UTC),
+    )
+    alert = _wait(
+        "the alert",
+        lambda: [a for a in _sent(stack, injected) if a["kind"] in (FIRING, "action")],
+        timeout_s,
+        stack,
+    )
+    if alert:
+        at = datetime.fromisoformat(alert[0]["at"])
+        report.time_to_alert_s = (at - datetime.fromtimestamp(failed_at, UTC)).total_seconds()
+        report.note(f"alert sent: {_title(alert[0])}", at)
+
+    def heal_run() -> dg.RunRecord | None:
+        records = stack.instance.get_run_records(
+            dg.RunsFilter(tags={HEALED_BY_TAG: f"{CITY}_heal_model"}, created_after=injected),
+            limit=1,
+        )
+        return records[0] if records and records[0].dagster_run.is_finished else None
+
+    run = _wait("the retrain run to finish", heal_run, timeout_s, stack)
+    if run is None:
+        report.failures.append("heal_model launched no retrain run, or it did not finish")
+        stack.post("reset")
+        return report
+    tags = run.dagster_run.tags
+    report.note(
+        f"retrain run {run.dagster_run.run_id[:8]} {run.dagster_run.status.value} "
+        f"(reason tag: {tags.get('bikeshare/heal_reason', '')[:120]})",
+        datetime.fromtimestamp(run.end_time or run.update_timestamp.timestamp(), UTC),
+    )
+    if "feature_drift" not in tags.get("bikeshare/heal_reason", ""):
+        report.failures.append("the retrain run's reason tag does not name feature_drift")
+    # The heal's outcome (recorded always; sent when it is news for the open incident).
+    decided = _wait(
+        "the retrain's outcome",
+        lambda: [
+            a
+            for a in stack.alerts()
+            if datetime.fromisoformat(a["at"]) >= injected
+            and a["kind"] in (RESOLVED, HEAL_FAILED)
+            and a["incident"].startswith(f"{CITY}:heal_model:")
+        ],
+        120,
+        stack,
+    )
+    if decided:
+        report.note(
+            f"retrain outcome ({'sent' if decided[0].get('sent', True) else 'recorded'}): "
+            f"{decided[0]['did']}",
+            datetime.fromisoformat(decided[0]["at"]),
+        )
+    else:
+        report.failures.append("nothing recorded what the retrain decided")
+    stack.post("reset")
+    reset_at = datetime.now(UTC)
+    report.note("drift reset: the feed serves every station again", reset_at)
+    # The endpoint serves the champion: the next model-scored snapshot after the decision.
+    ended = run.end_time or time.time()
+    serving = _wait("a model-scored snapshot", lambda: _serving_label(stack, ended), 300, stack)
+    if serving is None:
+        report.failures.append("no snapshot was scored by the model after the retrain")
+    else:
+        back = datetime.fromtimestamp(
+            _materializations(stack.instance, "stockout_predictions", ended)[0].timestamp, UTC
+        )
+        # Recovered: the retrain decided (promoted or refused, and said so) and the endpoint
+        # scores with the champion after it.
+        settled = max(back, datetime.fromisoformat(decided[0]["at"])) if decided else back
+        report.time_to_recovery_s = (
+            settled - datetime.fromtimestamp(failed_at, UTC)
+        ).total_seconds()
+        promoted = decided and "retrained, registered and deployed" in decided[0]["did"]
+        if not promoted and serving != champion:
+            report.failures.append(f"serving {serving}, not the champion {champion}")
+        report.note(
+            f"the endpoint serves {serving} ({'new' if promoted else 'the'} champion)", back
+        )
+    resolved = _wait(
+        "the resolved message",
+        lambda: [a for a in _sent(stack, reset_at) if a["kind"] == RESOLVED],
+        timeout_s,
+        stack,
+    )
+    if resolved:
+        report.note(
+            f"resolved sent: {_title(resolved[0])}", datetime.fromisoformat(resolved[0]["at"])
+        )
+    else:
+        report.failures.append("the model incident did not resolve after the shift ended")
+    report.alerts_sent = _sent(stack, injected)
+    opened = [a for a in report.alerts_sent if a["kind"] in (FIRING, "action")]
+    if len(opened) != 1:
+        kinds = [f"{a['kind']} {a['incident']}" for a in opened]
+        report.failures.append(f"expected one message opening the model incident, sent: {kinds}")
+    return report
+
+
+def _drift_windows(stack: DrillStack) -> dg.TimeWindowPartitionsDefinition:
+    from bikeshare_assets.partitions import city_partitions
+
+    return city_partitions(stack.settings.cities[CITY], stack.settings.source).drift
+
+
 RUNNERS: dict[str, Callable[..., DrillReport]] = {
     "outage": outage_drill,
     "endpoint": endpoint_drill,
+    "drift": drift_drill,
 }

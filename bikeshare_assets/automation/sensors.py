@@ -229,9 +229,12 @@ def choose_trigger(
     return fresh[0], "act"
 
 
-def retrain_outcome(run_status: str, registry_metadata: Mapping[str, Any] | None) -> str:
-    """What the retrain achieved, from the run and registered_model_version's metadata
-    (per target: `v<version> <decision>; champion v<champion>`, see registry/assets.py)."""
+def retrain_outcome(
+    run_status: str, registry_metadata: Mapping[str, Any] | None, failure: str | None = None
+) -> str:
+    """What the retrain achieved, from the run, registered_model_version's metadata (per
+    target: `v<version> <decision>; champion v<champion>`, see registry/assets.py) and the
+    run's first step failure, if any."""
     decisions = {
         name: str(getattr(v, "value", v))
         for name, v in (registry_metadata or {}).items()
@@ -248,7 +251,8 @@ def retrain_outcome(run_status: str, registry_metadata: Mapping[str, Any] | None
         return f"retrained, registered and deployed ({summary or 'no registry metadata'})"
     if decisions:
         return f"registered ({summary}) but the deploy failed: the previous endpoint keeps serving"
-    return "the retrain run failed before registration: the champion keeps serving"
+    why = f" ({failure})" if failure else ""
+    return f"the retrain was refused before registration{why}: the champion keeps serving"
 
 
 # --- the sensors --------------------------------------------------------------------------------
@@ -614,9 +618,28 @@ def _registry_metadata(
     return None
 
 
+def _step_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """The first failed step of a run and the first line of its error."""
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        error = event.step_failure_data.error if event and event.step_failure_data else None
+        # Dagster wraps the asset's own exception ("Error occurred while executing op ..."):
+        # the innermost cause is what the asset said.
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            message = error.message.strip().splitlines()[0] if error.message.strip() else ""
+            return f"{event.step_key}: {message}"[:300]  # type: ignore[union-attr]
+    return None
+
+
 def _retrain_outcome(city: str) -> Callable[[dg.DagsterInstance, dg.DagsterRun, str], str]:
     def outcome(instance: dg.DagsterInstance, run: dg.DagsterRun, day: str) -> str:
-        return retrain_outcome(run.status.value, _registry_metadata(instance, city, run, day))
+        return retrain_outcome(
+            run.status.value,
+            _registry_metadata(instance, city, run, day),
+            _step_failure(instance, run) if run.status != dg.DagsterRunStatus.SUCCESS else None,
+        )
 
     return outcome
 

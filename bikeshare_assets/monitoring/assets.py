@@ -271,12 +271,12 @@ def build_drift_report(city: City, parts: CityPartitions) -> dg.AssetsDefinition
 
     @dg.asset(
         key=drift_key,
-        partitions_def=parts.hours,
+        partitions_def=parts.drift,
         deps=[dg.AssetDep(features_key), dg.AssetDep(predictions_key)],
         check_specs=check_specs(
             drift_key,
             ["feature_drift", "prediction_drift"],
-            parts.hours,
+            parts.drift,
             {
                 "feature_drift": f"PSI of each station-level model feature scored in the hour "
                 "against the serving version's training reference (same local hour): WARN at >= "
@@ -306,7 +306,7 @@ def build_drift_report(city: City, parts: CityPartitions) -> dg.AssetsDefinition
         drift_policy: DriftPolicy,
     ):
         thresholds = drift_policy.thresholds()
-        pdef = parts.hours
+        pdef = parts.drift
         frames, results = [], {}
         references: dict[tuple[str, str], pl.DataFrame] = {}
         for key in context.partition_keys:

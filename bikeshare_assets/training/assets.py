@@ -304,7 +304,12 @@ def _log_to_mlflow(
         artifacts = write_model_artifacts(
             tmpdir / "model", {trained.target: trained.booster}, {trained.target: trained.threshold}
         )
-        _log_reference_sample(split, trained.target, artifacts, tmpdir)
+        log_reference_sample(
+            pl.concat([split.train, split.validation], how="diagonal_relaxed"),
+            trained.target,
+            artifacts,
+            tmpdir,
+        )
         example = (
             split.test.head(5)
             .select(FEATURE_COLUMNS)
@@ -319,16 +324,18 @@ def _log_to_mlflow(
         return run.info.run_id, info.model_uri
 
 
-def _log_reference_sample(split, target: str, artifacts: dict[str, str], tmpdir: Path) -> None:
-    """The drift reference of this model: a seeded sample of its fit rows (train +
-    validation) with its own P(target) on them, scored by the class that serves
-    (monitoring/drift.py; registration copies it into the lake per version)."""
+def log_reference_sample(
+    fit_rows: pl.DataFrame, target: str, artifacts: dict[str, str], tmpdir: Path
+) -> None:
+    """The drift reference of this model, logged to the active MLflow run: a seeded sample of
+    its fit rows (train + validation) with its own P(target) on them, scored by the class
+    that serves (monitoring/drift.py; registration copies it into the lake per version)."""
     import mlflow
 
     from bikeshare_assets.monitoring.drift import REFERENCE_ARTIFACT, reference_sample
     from bikeshare_assets.training.pyfunc import StockoutModel
 
-    sample = reference_sample(pl.concat([split.train, split.validation], how="diagonal_relaxed"))
+    sample = reference_sample(fit_rows)
     x = sample.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).to_pandas()
     p = StockoutModel.from_artifacts(artifacts).predict(None, x)[f"p_{target}"]
     path = tmpdir / REFERENCE_ARTIFACT

@@ -165,7 +165,9 @@ def test_retrain_outcome_reads_the_registry_metadata():
     assert retrain_outcome("SUCCESS", promoted).startswith("retrained, registered and deployed")
     refused = {**promoted, "stockout_bikes": "v5 rejected: champion unchanged; champion v3"}
     assert "champion keeps serving" in retrain_outcome("FAILURE", refused)
-    assert "failed before registration" in retrain_outcome("FAILURE", None)
+    assert "refused before registration" in retrain_outcome("FAILURE", None)
+    why = "stockout_model: ValueError: paris/stockout_model: no features or labels between"
+    assert f"registration ({why})" in retrain_outcome("FAILURE", None, why)
 
 
 # --- re-deploy ----------------------------------------------------------------------------------

@@ -326,3 +326,21 @@ def test_a_version_without_reference_fails_naming_what_to_do(drift_city: DriftCi
     message = step_failure_message(result)
     assert f"{CITY}/drift_report {HOUR_KEY}" in message
     assert "paris_stockout_bikes v7" in message
+
+
+def test_drift_windows_are_hours_unless_the_city_says_fewer_minutes(tmp_path: Path) -> None:
+    from bikeshare_assets.cities import SourceMode
+    from bikeshare_assets.partitions import city_partitions
+    from bikeshare_assets_tests.support.feeds import paris_city
+
+    live = {"live_start": "2026-11-01-10:00", "cadence_minutes": 1}
+    hourly = city_partitions(paris_city(tmp_path / "a", **live), SourceMode.LIVE)
+    assert hourly.drift is hourly.hours
+    drill = city_partitions(
+        paris_city(tmp_path / "b", **live, drift_window_minutes=2), SourceMode.LIVE
+    )
+    window = drill.drift.time_window_for_partition_key("2026-11-01-10:02")
+    assert (window.start.minute, window.end.minute) == (2, 4)
+    assert drill.drift.get_partition_keys_in_range(
+        dg.PartitionKeyRange("2026-11-01-10:00", "2026-11-01-10:06")
+    ) == ["2026-11-01-10:00", "2026-11-01-10:02", "2026-11-01-10:04", "2026-11-01-10:06"]

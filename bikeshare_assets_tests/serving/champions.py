@@ -37,6 +37,7 @@ from bikeshare_assets.registry.registry import (
     registered_model_name,
 )
 from bikeshare_assets.serving.bundle import ServingBundle, build_serving_bundle
+from bikeshare_assets.training.assets import log_reference_sample
 from bikeshare_assets.training.pyfunc import (
     StockoutModel,
     log_stockout_model,
@@ -135,9 +136,11 @@ def log_and_promote(
     booster: lgb.Booster,
     threshold: float,
     example: pl.DataFrame,
+    fit_rows: pl.DataFrame | None = None,
 ) -> str:
-    """Log one target's model as the pipeline does, register it as challenger, promote it
-    to champion; returns the registered version."""
+    """Log one target's model as the pipeline does (with its drift reference sample when
+    `fit_rows` are given), register it as challenger, promote it to champion; returns the
+    registered version."""
     client = tracking.client()
     x = example.head(5).select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).to_pandas()
     with (
@@ -152,6 +155,8 @@ def log_and_promote(
             warnings.simplefilter("ignore", UserWarning)
             signature = mlflow.models.infer_signature(x, output)
         info = log_stockout_model(artifacts, input_example=x, signature=signature)
+        if fit_rows is not None:
+            log_reference_sample(fit_rows, target, artifacts, Path(tmp))
     name = registered_model_name(city, target)
     version = register_challenger(
         client, name, info.model_uri, {"run_id": run.info.run_id, "target": target}
