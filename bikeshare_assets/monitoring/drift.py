@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import polars as pl
 
-from bikeshare_assets.features.compute import FEATURE_COLUMNS, KEY
+from bikeshare_assets.features.compute import FEATURE_COLUMNS, KEY, WINDOWS_MINUTES
 from bikeshare_assets.features.labels import TARGETS
 
 if TYPE_CHECKING:
@@ -172,6 +172,28 @@ def scored_rows(predictions: pl.DataFrame, features: pl.DataFrame) -> tuple[pl.D
     rows = model.filter(pl.col("model_version") == label).select(*KEY, *PREDICTION_COLUMNS)
     joined = features.select(*KEY, *FEATURE_COLUMNS).join(rows, on=KEY, how="inner")
     return joined, label
+
+
+# A window's features are compared only where the station's history covers this share of the
+# window: in the first hour of a deployment, or after a feed outage, a 60-minute trend is a
+# trend over a few minutes — a different quantity, not a change in the city, and retraining
+# cannot fix it (the gap records and freshness own those).
+WINDOW_COVERAGE = 0.75
+
+
+def mask_partial_windows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Each window's features nulled (left out of the PSI) where the station's observations
+    in it span less than WINDOW_COVERAGE of the window: obs_<w> x minutes between snapshots.
+    Applied to the current rows and the reference alike, so both compare full windows."""
+    masked = []
+    for w in WINDOWS_MINUTES:
+        covered = pl.col(f"obs_{w}") * pl.col("minutes_since_previous") >= WINDOW_COVERAGE * w
+        masked += [
+            pl.when(covered).then(pl.col(c)).otherwise(None).alias(c)
+            for c in DRIFT_FEATURES
+            if c.endswith(f"_{w}") and c in frame.columns
+        ]
+    return frame.with_columns(masked)
 
 
 def matching_reference(reference: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame:

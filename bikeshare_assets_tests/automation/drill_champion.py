@@ -120,8 +120,9 @@ def paris_features(
 
 def register_paris_champion(tracking: MlflowTracking, work: Path, cadence: int) -> dict[str, str]:
     """Train, log (with the reference sample), register and promote one version per target
-    on the two hours around now as the feed serves them; returns target -> version."""
-    start, end = served_span(timedelta(hours=1, minutes=30), timedelta(hours=1, minutes=30))
+    on the hour around now as the feed serves it; returns target -> version."""
+    # A drill runs within ~40 minutes of its stack's start: 50 minutes of reference rows ahead.
+    start, end = served_span(timedelta(hours=1, minutes=10), timedelta(minutes=50))
     features, labels = paris_features(work, start, end, cadence)
     # The first hour only fills the features' 60-minute lookback.
     features = features.filter(pl.col("snapshot_at") >= start + timedelta(hours=1))
