@@ -27,56 +27,26 @@ PAGES = {
     "Drift": "drift",
     "System health": "system-health",
 }
-DECK = '[data-testid="stDeckGlJsonChart"]'
+VEGA = '[data-testid="stVegaLiteChart"]'
+# The risk map is a Vega-Lite chart whose station layers are named (app/views/risk_map.py):
+# their dots are the SVG paths of marks of class `stations_marks` / `out_now_marks`.
+MAP = f"{VEGA}:has(g.stations_marks)"
 # What shows that a page finished drawing its content, beyond Streamlit's "not running"
 # state and the title: every selector must match. Streamlit loads each chart's and table's
-# code lazily (deck.gl alone is 3 MB of JavaScript) and shows a skeleton meanwhile, so the
-# element's own drawing surface is waited for: the data grid's canvas, Vega's SVG. The risk
-# map waits for more than its canvas: for deck.gl to have drawn the stations (MAP_DRAWN).
+# code lazily and shows a skeleton meanwhile, so the element's own drawing surface is
+# waited for: the data grid's canvas, Vega's SVG (for the map: its station marks drawn).
 READY = {
-    "Risk map": [f"{DECK} canvas"],
+    "Risk map": [f"{VEGA} svg.marks g.stations_marks path", f"{VEGA} g.out_now_marks path"],
     "Dispatch list": ['[data-testid="stDataFrame"] canvas'],
     "Model health": [
-        '[data-testid="stVegaLiteChart"] svg.marks',
+        f"{VEGA} svg.marks",
         '[data-testid="stDataFrame"] canvas',
     ],
     "System health": [
         '[data-testid="stDataFrame"] canvas',
-        '[data-testid="stVegaLiteChart"] svg.marks',
+        f"{VEGA} svg.marks",
     ],
 }
-MAP_PAGES = {"Risk map"}
-
-# Installed in every new document: when deck.gl's bundle registers itself
-# (`globalThis.deck = {..., _registerLoggers}`), hook its render trace, which deck.gl calls
-# after each frame's layers are drawn with per-layer stats; a frame that drew a visible
-# layer, once presented (the next animation frame), sets `__bsMapDrawn`. No polling of
-# pixels: the timing stays cheap and exact.
-INIT_JS = """
-(() => {
-  let deck;
-  window.__bsMapDrawn = null;
-  Object.defineProperty(globalThis, "deck", {
-    configurable: true,
-    get() { return deck; },
-    set(value) {
-      deck = value;
-      if (!value || !value._registerLoggers || value.__bsHooked) return;
-      value.__bsHooked = true;
-      value._registerLoggers({
-        "deckRenderer.renderLayers": (renderer, stats) => {
-          const visible = (stats || []).reduce((n, s) => n + (s.visibleCount || 0), 0);
-          if (visible > 0 && window.__bsMapDrawn === null) {
-            window.__bsMapDrawn = false;
-            requestAnimationFrame(() => { window.__bsMapDrawn = performance.now(); });
-          }
-        },
-      });
-      if (value.log && value.log.level < 1) value.log.level = 1;  // deck traces only then
-    },
-  });
-})();
-"""
 
 
 def browser_missing() -> str | None:
@@ -155,27 +125,25 @@ def chrome(webgl: bool = True, width: int = 1440, height: int = 1300, profile: P
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": INIT_JS})
     return driver
 
 
 RENDERED_JS = """
-const [title, ready, map] = arguments;
+const [title, ready] = arguments;
 const app = document.querySelector('[data-testid="stApp"]');
 if (!app || app.getAttribute("data-test-script-state") !== "notRunning") return false;
 if (![...document.querySelectorAll("h1")].some(h => h.innerText.startsWith(title))) return false;
-if (!ready.every(s => document.querySelector(s) !== null)) return false;
-return !map || typeof window.__bsMapDrawn === "number";
+return ready.every(s => document.querySelector(s) !== null);
 """
 
 
 def rendered(driver, title: str, marker: bool = True) -> bool:
     """Streamlit finished the run of page `title` and drew what the page is about (READY;
-    the risk map's stations drawn by deck.gl). One script call per poll: a WebDriver round
+    the risk map's stations drawn by Vega). One script call per poll: a WebDriver round
     trip per element costs tens of milliseconds on a loaded machine, which the benchmark
     would count as page time."""
     ready = READY.get(title, []) if marker else []
-    return bool(driver.execute_script(RENDERED_JS, title, ready, marker and title in MAP_PAGES))
+    return bool(driver.execute_script(RENDERED_JS, title, ready))
 
 
 def wait_rendered(driver, title: str, timeout_s: float = 90, marker: bool = True) -> float:
@@ -199,7 +167,8 @@ def load(driver, base_url: str, title: str, timeout_s: float = 90) -> float:
 
 def switch(driver, title: str, timeout_s: float = 60) -> float:
     """Click the sidebar link to page `title` (Streamlit switches without reloading);
-    seconds until it is rendered (the risk map: until its stations are drawn again)."""
+    seconds until it is rendered (the risk map: until its stations are drawn again: the
+    page's old elements are gone once the title changes)."""
     from selenium.webdriver.common.by import By
 
     link = next(
@@ -207,7 +176,6 @@ def switch(driver, title: str, timeout_s: float = 60) -> float:
         for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
         if a.text.strip().endswith(title)
     )
-    driver.execute_script("window.__bsMapDrawn = null")  # a new mount must draw anew
     started = time.perf_counter()
     link.click()
     wait_rendered(driver, title, timeout_s)
@@ -215,15 +183,15 @@ def switch(driver, title: str, timeout_s: float = 60) -> float:
 
 
 def map_station_share(driver) -> float:
-    """Share of the map canvas's pixels in a station colour (saturated: green, amber, red)
-    in a screenshot of the canvas: ~0 when the layer drew nothing, ~1 when stations are
-    drawn as discs covering the city, a few percent when each station is a dot."""
+    """Share of the map's pixels in a station colour (saturated: green, amber, red) in a
+    screenshot of the chart: ~0 when nothing was drawn, ~1 when stations are drawn as discs
+    covering the city, a few percent when each station is a dot."""
     from io import BytesIO
 
     from PIL import Image
     from selenium.webdriver.common.by import By
 
-    canvas = driver.find_element(By.CSS_SELECTOR, f"{DECK} canvas")
+    canvas = driver.find_element(By.CSS_SELECTOR, f"{MAP} svg.marks")
     box = driver.execute_script(
         "const r = arguments[0].getBoundingClientRect();"
         "return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]",
