@@ -207,6 +207,14 @@ def map_station_share(driver) -> float:
     return coloured / (image.width * image.height)
 
 
+def map_dots(driver) -> int:
+    """Stations drawn on the risk map: the dots of its two named layers."""
+    return driver.execute_script(
+        "return document.querySelectorAll(arguments[0]).length",
+        f"{MAP} g.stations_marks path, {MAP} g.out_now_marks path",
+    )
+
+
 def page_errors(driver) -> list[str]:
     """Streamlit exception elements and tracebacks on the page."""
     from selenium.webdriver.common.by import By
