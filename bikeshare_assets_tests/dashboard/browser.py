@@ -101,10 +101,13 @@ def dashboard_server(
             proc.wait()
 
 
-def chrome(webgl: bool = True, width: int = 1440, height: int = 1300, profile: Path | None = None):
-    """Headless Chromium; software WebGL (SwiftShader) draws the deck.gl map. Every host but
-    127.0.0.1 resolves to nothing: the test is offline and waits on no tile server. With a
-    `profile` folder, sessions share one HTTP cache, as a returning user's browser does."""
+def chrome(webgl: bool = False, width: int = 1440, height: int = 1300, profile: Path | None = None):
+    """Headless Chromium, GPU off (software compositing), as on a machine without a GPU: the
+    dashboard needs no WebGL. `webgl=True` turns on software WebGL (SwiftShader), which only
+    the street map (deck.gl, online) would need; it makes every page slower here (its GPU
+    process composites through SwiftShader). Every host but 127.0.0.1 resolves to nothing:
+    the test is offline and waits on no tile server. With a `profile` folder, sessions
+    share one HTTP cache, as a returning user's browser does."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

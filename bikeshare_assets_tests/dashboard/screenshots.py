@@ -17,7 +17,7 @@ def main(out: Path) -> int:
     env = {k: v for k, v in os.environ.items() if k.startswith(("BIKESHARE_", "DAGSTER_"))}
     with browser.dashboard_server(env, free_port()) as url:
         for title in browser.PAGES:
-            driver = browser.chrome(webgl=True)
+            driver = browser.chrome()
             try:
                 browser.load(driver, url, title)
                 errors = browser.page_errors(driver)

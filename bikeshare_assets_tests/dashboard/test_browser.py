@@ -42,7 +42,7 @@ def test_every_page_renders_in_chromium(demo_outputs: DemoOutputs, tmp_path: Pat
     if os.environ.get("DASHBOARD_SCREENSHOTS"):
         targets.append(Path(os.environ["DASHBOARD_SCREENSHOTS"]))
     with browser.dashboard_server(demo_outputs.env, free_port()) as url:
-        driver = browser.chrome(webgl=True)
+        driver = browser.chrome()
         try:
             for title in browser.PAGES:
                 browser.load(driver, url, title)
