@@ -36,7 +36,9 @@ MAP = f"{VEGA}:has(g.stations_marks)"
 # code lazily and shows a skeleton meanwhile, so the element's own drawing surface is
 # waited for: the data grid's canvas, Vega's SVG (for the map: its station marks drawn).
 READY = {
-    "Risk map": [f"{VEGA} svg.marks g.stations_marks path", f"{VEGA} g.out_now_marks path"],
+    # any dot of either layer: Vega's SVG renderer draws the whole scene in one pass, and a
+    # snapshot may have no station fine now (or none out now)
+    "Risk map": [f"{VEGA} g.stations_marks path, {VEGA} g.out_now_marks path"],
     "Dispatch list": ['[data-testid="stDataFrame"] canvas'],
     "Model health": [
         f"{VEGA} svg.marks",
@@ -170,8 +172,8 @@ def load(driver, base_url: str, title: str, timeout_s: float = 90) -> float:
 
 def switch(driver, title: str, timeout_s: float = 60) -> float:
     """Click the sidebar link to page `title` (Streamlit switches without reloading);
-    seconds until it is rendered (the risk map: until its stations are drawn again: the
-    page's old elements are gone once the title changes)."""
+    seconds until it is rendered (the risk map: until its stations are drawn again; no
+    other page's chart has station marks)."""
     from selenium.webdriver.common.by import By
 
     link = next(
