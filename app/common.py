@@ -140,14 +140,18 @@ def guard() -> Iterator[None]:
 
 
 def sidebar() -> None:
-    """City picker and where the data comes from (drawn on every page)."""
+    """City picker (when there is a choice) and where the data comes from (drawn on every
+    page)."""
     s = settings()
     if not s.cities:
         st.sidebar.error(f"No city supports BIKESHARE_SOURCE={s.source}; see cities.toml.")
         st.stop()
-    st.sidebar.selectbox(
-        "City", list(s.cities), format_func=lambda k: s.cities[k].display_name, key="city"
-    )
+    if len(s.cities) > 1:
+        st.sidebar.selectbox(
+            "City", list(s.cities), format_func=lambda k: s.cities[k].display_name, key="city"
+        )
+    else:  # nothing to pick: a line of text draws faster than a widget on every page
+        st.sidebar.markdown(f"**City:** {city().display_name}")
     st.sidebar.caption(f"Data: `{s.storage_root}` · source `{s.source}` · `{s.deployment}`")
     if st.sidebar.button("Reload data"):
         st.cache_data.clear()

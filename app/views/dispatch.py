@@ -31,6 +31,34 @@ LIST_COLUMNS = {
     "distance_km": st.column_config.NumberColumn("km", format="%.1f"),
 }
 
+
+@st.fragment
+def stocked_out(out: dict[str, pl.DataFrame]) -> None:
+    """The empty and full stations, listed on demand: a dispatcher sees these already, and
+    the table is drawn only when asked (toggling reruns this fragment, not the page)."""
+    shown = st.toggle(
+        "List them",
+        key="list_stocked_out",
+        help="Out now — a dispatcher sees these already; listed apart, not ranked as risks.",
+    )
+    if not shown:
+        return
+    listed = pl.concat(
+        [
+            out["stockout_bikes"].with_columns(now=pl.lit("empty")),
+            out["stockout_docks"].with_columns(now=pl.lit("full")),
+        ]
+    )
+    st.dataframe(
+        listed.select(
+            "now", "station_id", "name", "bikes_available", "docks_available", "capacity"
+        ),
+        column_config={"now": st.column_config.TextColumn("now"), **LIST_COLUMNS},
+        hide_index=True,
+        key="stocked_out_table",
+    )
+
+
 with common.guard():
     city = common.city()
     st.title(f"Dispatch list — {city.display_name}")
@@ -151,17 +179,4 @@ with common.guard():
         f"Already stocked out: {out['stockout_bikes'].height} empty, "
         f"{out['stockout_docks'].height} full"
     )
-    st.caption("Out now — a dispatcher sees these already; listed apart, not ranked as risks.")
-    left, right = st.columns(2)
-    for column, target, title in (
-        (left, "stockout_bikes", "Empty now (no bikes)"),
-        (right, "stockout_docks", "Full now (no free docks)"),
-    ):
-        with column.expander(f"{title}: {out[target].height}"):
-            st.dataframe(
-                out[target].select(
-                    "station_id", "name", "bikes_available", "docks_available", "capacity"
-                ),
-                column_config=LIST_COLUMNS,
-                hide_index=True,
-            )
+    stocked_out(out)

@@ -1,7 +1,11 @@
 """Risk map: every station of a scored snapshot, coloured by its risk (the higher of
-P(no bikes) and P(no docks) in 30 minutes), sized by capacity."""
+P(no bikes) and P(no docks) in 30 minutes), sized by capacity.
+
+Drawn by Vega-Lite (no WebGL, no map tiles: offline the dots draw the city). *Street map*
+switches to a pydeck/deck.gl map on Carto's tiles, which needs the internet."""
 
 import json
+import math
 from dataclasses import dataclass
 
 import common
@@ -154,6 +158,131 @@ def built_deck(
     return built.to_json(), built._tooltip
 
 
+# deck.gl's colours as a Vega scale: green (P 0) → amber (0.5) → red (1)
+RISK_DOMAIN = [0.0, 0.5, 1.0]
+RISK_RANGE = ["rgb(40,160,70)", "rgb(255,200,0)", "rgb(215,25,0)"]
+OUT_NOW_CSS = "rgb({},{},{})".format(*OUT_NOW_RGB)
+MAP_HEIGHT_PX = 620
+MAP_MAX_WIDTH_PX = 1000
+
+
+def map_frame(frame: pl.DataFrame, threshold: int) -> pl.DataFrame:
+    """One row per located station with what the dots and the tooltip show (small: the
+    browser gets it as Arrow)."""
+    located = frame.filter(pl.col("lat").is_not_null() & pl.col("lon").is_not_null())
+    bikes, docks = pl.col("bikes_available"), pl.col("docks_available")
+    return located.select(
+        "station_id",
+        pl.col("name").fill_null("(not in the station list)"),
+        pl.col("lat").round(5),
+        pl.col("lon").round(5),
+        "risk",
+        pl.col("p_stockout_bikes").alias("p_bikes"),
+        pl.col("p_stockout_docks").alias("p_docks"),
+        bikes.cast(pl.Int64).alias("bikes"),
+        docks.cast(pl.Int64).alias("docks"),
+        pl.col("capacity").fill_null(0).cast(pl.Int64),
+        status=pl.when(bikes <= threshold)
+        .then(pl.lit("empty now"))
+        .when(docks <= threshold)
+        .then(pl.lit("full now"))
+        .otherwise(pl.lit("fine now")),
+        model=pl.col("model_version"),
+    ).sort("risk")  # the riskiest dots are drawn last, on top
+
+
+def map_extent(lat: pl.Series, lon: pl.Series) -> tuple[list[float], list[float], int]:
+    """Longitude and latitude domains and a width in pixels that keep the city's shape at
+    MAP_HEIGHT_PX: a degree of longitude is cos(latitude) as long as one of latitude, which
+    is what a Mercator map shows at city scale. Zoom (scroll) keeps the ratio."""
+    pad = 0.04  # of the extent on each side: edge stations keep their whole dot
+    lat_lo, lat_hi, lon_lo, lon_hi = lat.min(), lat.max(), lon.min(), lon.max()
+    k = math.cos(math.radians((lat_lo + lat_hi) / 2))
+    lat_span = max(lat_hi - lat_lo, 1e-3) * (1 + 2 * pad)
+    lon_span = max(lon_hi - lon_lo, 1e-3) * (1 + 2 * pad)
+    width = round(MAP_HEIGHT_PX * lon_span * k / lat_span)
+    if width > MAP_MAX_WIDTH_PX:  # wider than tall: more latitude, so the shape holds
+        width = MAP_MAX_WIDTH_PX
+        lat_span = lon_span * k * MAP_HEIGHT_PX / width
+    else:
+        lon_span = lat_span * width / (MAP_HEIGHT_PX * k)
+    lat_mid, lon_mid = (lat_lo + lat_hi) / 2, (lon_lo + lon_hi) / 2
+    return (
+        [lon_mid - lon_span / 2, lon_mid + lon_span / 2],
+        [lat_mid - lat_span / 2, lat_mid + lat_span / 2],
+        width,
+    )
+
+
+def vega_map(data: pl.DataFrame) -> dict:
+    """The stations as a Vega-Lite scatter on longitude/latitude (no WebGL, no tiles: the
+    dots draw the city; Vega's code is the one the health pages' charts load anyway).
+    Stations fine now are coloured by risk; those already empty or full are slate, under
+    them. Scroll zooms, drag pans, double-click resets."""
+    x_domain, y_domain, width = map_extent(data.get_column("lat"), data.get_column("lon"))
+    position = {
+        "x": {"field": "lon", "type": "quantitative", "scale": {"domain": x_domain}, "axis": None},
+        "y": {"field": "lat", "type": "quantitative", "scale": {"domain": y_domain}, "axis": None},
+        "size": {
+            "field": "capacity",
+            "type": "quantitative",
+            "scale": {"range": [12, 110], "zero": True},
+            "legend": None,
+        },
+        "tooltip": [
+            {"field": "name", "title": "station"},
+            {"field": "station_id", "title": "id"},
+            {"field": "status", "title": "now"},
+            {"field": "bikes", "title": "bikes"},
+            {"field": "docks", "title": "free docks"},
+            {"field": "capacity", "title": "capacity"},
+            {"field": "p_bikes", "title": "P(no bikes in 30 min)", "format": ".0%"},
+            {"field": "p_docks", "title": "P(no docks in 30 min)", "format": ".0%"},
+            {"field": "model", "title": "model"},
+        ],
+    }
+    return {
+        "width": width,
+        "height": MAP_HEIGHT_PX,
+        "layer": [
+            {
+                "name": "out_now",  # the SVG group's class: out_now_marks
+                "transform": [{"filter": "datum.status != 'fine now'"}],
+                "mark": {"type": "circle", "color": OUT_NOW_CSS, "opacity": 0.55},
+                "encoding": position,
+            },
+            {
+                "name": "stations",  # stations_marks
+                "transform": [{"filter": "datum.status == 'fine now'"}],
+                "mark": {"type": "circle", "opacity": 0.9, "stroke": "white", "strokeWidth": 0.4},
+                "params": [{"name": "zoom", "select": "interval", "bind": "scales"}],
+                "encoding": {
+                    **position,
+                    "color": {
+                        "field": "risk",
+                        "type": "quantitative",
+                        "title": "P(stockout in 30 min)",
+                        "scale": {"domain": RISK_DOMAIN, "range": RISK_RANGE, "clamp": True},
+                        "legend": {"format": ".0%", "orient": "right", "gradientLength": 200},
+                    },
+                },
+            },
+        ],
+        "config": {"view": {"stroke": "#ddd"}},
+    }
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def built_map(city_key: str, partition: str, version: tuple | None) -> tuple[pl.DataFrame, dict]:
+    """The map of one scored snapshot, built once per stored file (`version` changes when
+    the partition is re-materialized)."""
+    city_ = common.settings().cities[city_key]
+    preds = common.lake().read(city_key, "stockout_predictions", [partition], PREDICTION_COLUMNS)
+    snap = station_snapshot(preds, common.stations_for(city_key, partition))
+    data = map_frame(snap, city_.stockout_threshold)
+    return data, vega_map(data)
+
+
 with common.guard():
     city = common.city()
     st.title(f"Risk map — {city.display_name}")
@@ -191,10 +320,16 @@ with common.guard():
         )
     streets = st.toggle("Street map (Carto tiles, needs internet)", value=False)
     version = common.lake().version(city.key, "stockout_predictions", chosen)
-    st.pydeck_chart(BuiltDeck(*built_deck(city.key, chosen, version, streets)), height=600)
+    if streets:
+        st.pydeck_chart(BuiltDeck(*built_deck(city.key, chosen, version, True)), height=600)
+    else:
+        data, spec = built_map(city.key, chosen, version)
+        # the spec's own width keeps the city's shape (map_extent): not the container's
+        st.vega_lite_chart(data, spec, width="content", key="risk_map")
     st.caption(
         "Colour: the higher of P(no bikes) and P(no docks) in 30 minutes for stations fine "
         "now — green below 20 %, amber around 50 %, red above 80 %; slate: already empty or "
         "full (listed apart on the dispatch list). Size: station capacity. Hover a station "
-        f"for its counts and probabilities. Model: `{preds.get_column('model_version')[0]}`."
+        "for its counts and probabilities; scroll to zoom, drag to pan, double-click to "
+        f"reset. Model: `{preds.get_column('model_version')[0]}`."
     )

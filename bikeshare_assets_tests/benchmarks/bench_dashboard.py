@@ -59,22 +59,21 @@ def _summary(results) -> list[str]:
     description=f"""
         `bikeshare dashboard` (Streamlit) on the demo's outputs (`BIKESHARE_HOME`, the
         embedded Paris period: 1,262 scored stations in the newest snapshot, 24 h of
-        outcomes), driven by selenium in headless Chromium with software WebGL
-        (SwiftShader). A page counts as loaded when Streamlit's script run is over, its
-        title is drawn and its content is drawn: the tables' and charts' canvases (the
-        dispatch list's table; System health's charts and freshness table), and for the
-        risk map the first deck.gl frame that drew the station layer, presented (deck.gl's
-        render trace, hooked in the page; the stations are then also checked in a
-        screenshot, not timed); polled every 20 ms. *First load* opens the page by URL in a new browser
+        outcomes), driven by selenium in headless Chromium (GPU off: software compositing;
+        the dashboard needs no WebGL since its map is a Vega-Lite chart). A page counts as
+        loaded when Streamlit's script run is over, its title is drawn and its content is
+        drawn: the tables' canvases and Vega's SVG marks (the dispatch list's table; System
+        health's charts and freshness table; for the risk map, the dots of both station
+        layers); polled every 20 ms. *First load* opens the page by URL in a new browser
         session (a new tab and page, but the browser profile — its HTTP cache of
-        Streamlit's and deck.gl's scripts — kept, as for a dispatcher who opened the
-        dashboard before) on a server that already served one session (the unrecorded
-        warm-up pays the server's imports and first reads and fills the browser cache). *Page switch* clicks a sidebar link in the
-        same session. Other work shares the 2 cores: the load average below says how
-        much; *min* is the best of the runs. The *floor* case serves
+        Streamlit's scripts — kept, as for a dispatcher who opened the dashboard before) on
+        a server that already served one session (the unrecorded warm-up pays the server's
+        imports and first reads and fills the browser cache). *Page switch* clicks a
+        sidebar link in the same session. Other work shares the 2 cores: the load average
+        below says how much; *min* is the best of the runs. The *floor* case serves
         `bikeshare_assets_tests/dashboard/floor_app.py` the same way: the same page titles
-        and elements (a one-station map, a three-row table, one small chart) with no data
-        — what Streamlit and deck.gl cost in this browser by themselves. Goals: first
+        and element types (a one-station Vega map, a three-row table, one small chart) with
+        no data — what Streamlit and Vega cost in this browser by themselves. Goals: first
         load < {GOAL_FIRST_LOAD_S} s, page switch < {GOAL_SWITCH_S} s.
     """,
     cases=[
@@ -106,7 +105,7 @@ def dashboard_browser(ctx: BenchContext, app: str):
 
         def once(run: Run) -> None:
             with run.untimed():
-                first = browser.chrome(webgl=True, profile=profile)
+                first = browser.chrome(profile=profile)
             try:
                 run.add_phase(P_MAP, browser.load(first, url, "Risk map"))
                 with run.untimed():
@@ -115,7 +114,7 @@ def dashboard_browser(ctx: BenchContext, app: str):
                 with run.untimed():
                     first.quit()
             with run.untimed():
-                second = browser.chrome(webgl=True, profile=profile)
+                second = browser.chrome(profile=profile)
             try:
                 run.add_phase(P_DISPATCH, browser.load(second, url, "Dispatch list"))
                 run.add_phase(P_SWITCH, browser.switch(second, "System health"))

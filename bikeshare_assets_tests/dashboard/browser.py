@@ -27,56 +27,28 @@ PAGES = {
     "Drift": "drift",
     "System health": "system-health",
 }
-DECK = '[data-testid="stDeckGlJsonChart"]'
+VEGA = '[data-testid="stVegaLiteChart"]'
+# The risk map is a Vega-Lite chart whose station layers are named (app/views/risk_map.py):
+# their dots are the SVG paths of marks of class `stations_marks` / `out_now_marks`.
+MAP = f"{VEGA}:has(g.stations_marks)"
 # What shows that a page finished drawing its content, beyond Streamlit's "not running"
 # state and the title: every selector must match. Streamlit loads each chart's and table's
-# code lazily (deck.gl alone is 3 MB of JavaScript) and shows a skeleton meanwhile, so the
-# element's own drawing surface is waited for: the data grid's canvas, Vega's SVG. The risk
-# map waits for more than its canvas: for deck.gl to have drawn the stations (MAP_DRAWN).
+# code lazily and shows a skeleton meanwhile, so the element's own drawing surface is
+# waited for: the data grid's canvas, Vega's SVG (for the map: its station marks drawn).
 READY = {
-    "Risk map": [f"{DECK} canvas"],
+    # any dot of either layer: Vega's SVG renderer draws the whole scene in one pass, and a
+    # snapshot may have no station fine now (or none out now)
+    "Risk map": [f"{VEGA} g.stations_marks path, {VEGA} g.out_now_marks path"],
     "Dispatch list": ['[data-testid="stDataFrame"] canvas'],
     "Model health": [
-        '[data-testid="stVegaLiteChart"] svg.marks',
+        f"{VEGA} svg.marks",
         '[data-testid="stDataFrame"] canvas',
     ],
     "System health": [
         '[data-testid="stDataFrame"] canvas',
-        '[data-testid="stVegaLiteChart"] svg.marks',
+        f"{VEGA} svg.marks",
     ],
 }
-MAP_PAGES = {"Risk map"}
-
-# Installed in every new document: when deck.gl's bundle registers itself
-# (`globalThis.deck = {..., _registerLoggers}`), hook its render trace, which deck.gl calls
-# after each frame's layers are drawn with per-layer stats; a frame that drew a visible
-# layer, once presented (the next animation frame), sets `__bsMapDrawn`. No polling of
-# pixels: the timing stays cheap and exact.
-INIT_JS = """
-(() => {
-  let deck;
-  window.__bsMapDrawn = null;
-  Object.defineProperty(globalThis, "deck", {
-    configurable: true,
-    get() { return deck; },
-    set(value) {
-      deck = value;
-      if (!value || !value._registerLoggers || value.__bsHooked) return;
-      value.__bsHooked = true;
-      value._registerLoggers({
-        "deckRenderer.renderLayers": (renderer, stats) => {
-          const visible = (stats || []).reduce((n, s) => n + (s.visibleCount || 0), 0);
-          if (visible > 0 && window.__bsMapDrawn === null) {
-            window.__bsMapDrawn = false;
-            requestAnimationFrame(() => { window.__bsMapDrawn = performance.now(); });
-          }
-        },
-      });
-      if (value.log && value.log.level < 1) value.log.level = 1;  // deck traces only then
-    },
-  });
-})();
-"""
 
 
 def browser_missing() -> str | None:
@@ -131,10 +103,13 @@ def dashboard_server(
             proc.wait()
 
 
-def chrome(webgl: bool = True, width: int = 1440, height: int = 1300, profile: Path | None = None):
-    """Headless Chromium; software WebGL (SwiftShader) draws the deck.gl map. Every host but
-    127.0.0.1 resolves to nothing: the test is offline and waits on no tile server. With a
-    `profile` folder, sessions share one HTTP cache, as a returning user's browser does."""
+def chrome(webgl: bool = False, width: int = 1440, height: int = 1300, profile: Path | None = None):
+    """Headless Chromium, GPU off (software compositing), as on a machine without a GPU: the
+    dashboard needs no WebGL. `webgl=True` turns on software WebGL (SwiftShader), which only
+    the street map (deck.gl, online) would need; it makes every page slower here (its GPU
+    process composites through SwiftShader). Every host but 127.0.0.1 resolves to nothing:
+    the test is offline and waits on no tile server. With a `profile` folder, sessions
+    share one HTTP cache, as a returning user's browser does."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -155,27 +130,25 @@ def chrome(webgl: bool = True, width: int = 1440, height: int = 1300, profile: P
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": INIT_JS})
     return driver
 
 
 RENDERED_JS = """
-const [title, ready, map] = arguments;
+const [title, ready] = arguments;
 const app = document.querySelector('[data-testid="stApp"]');
 if (!app || app.getAttribute("data-test-script-state") !== "notRunning") return false;
 if (![...document.querySelectorAll("h1")].some(h => h.innerText.startsWith(title))) return false;
-if (!ready.every(s => document.querySelector(s) !== null)) return false;
-return !map || typeof window.__bsMapDrawn === "number";
+return ready.every(s => document.querySelector(s) !== null);
 """
 
 
 def rendered(driver, title: str, marker: bool = True) -> bool:
     """Streamlit finished the run of page `title` and drew what the page is about (READY;
-    the risk map's stations drawn by deck.gl). One script call per poll: a WebDriver round
+    the risk map's stations drawn by Vega). One script call per poll: a WebDriver round
     trip per element costs tens of milliseconds on a loaded machine, which the benchmark
     would count as page time."""
     ready = READY.get(title, []) if marker else []
-    return bool(driver.execute_script(RENDERED_JS, title, ready, marker and title in MAP_PAGES))
+    return bool(driver.execute_script(RENDERED_JS, title, ready))
 
 
 def wait_rendered(driver, title: str, timeout_s: float = 90, marker: bool = True) -> float:
@@ -199,7 +172,8 @@ def load(driver, base_url: str, title: str, timeout_s: float = 90) -> float:
 
 def switch(driver, title: str, timeout_s: float = 60) -> float:
     """Click the sidebar link to page `title` (Streamlit switches without reloading);
-    seconds until it is rendered (the risk map: until its stations are drawn again)."""
+    seconds until it is rendered (the risk map: until its stations are drawn again; no
+    other page's chart has station marks)."""
     from selenium.webdriver.common.by import By
 
     link = next(
@@ -207,7 +181,6 @@ def switch(driver, title: str, timeout_s: float = 60) -> float:
         for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
         if a.text.strip().endswith(title)
     )
-    driver.execute_script("window.__bsMapDrawn = null")  # a new mount must draw anew
     started = time.perf_counter()
     link.click()
     wait_rendered(driver, title, timeout_s)
@@ -215,15 +188,15 @@ def switch(driver, title: str, timeout_s: float = 60) -> float:
 
 
 def map_station_share(driver) -> float:
-    """Share of the map canvas's pixels in a station colour (saturated: green, amber, red)
-    in a screenshot of the canvas: ~0 when the layer drew nothing, ~1 when stations are
-    drawn as discs covering the city, a few percent when each station is a dot."""
+    """Share of the map's pixels in a station colour (saturated: green, amber, red) in a
+    screenshot of the chart: ~0 when nothing was drawn, ~1 when stations are drawn as discs
+    covering the city, a few percent when each station is a dot."""
     from io import BytesIO
 
     from PIL import Image
     from selenium.webdriver.common.by import By
 
-    canvas = driver.find_element(By.CSS_SELECTOR, f"{DECK} canvas")
+    canvas = driver.find_element(By.CSS_SELECTOR, f"{MAP} svg.marks")
     box = driver.execute_script(
         "const r = arguments[0].getBoundingClientRect();"
         "return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]",
@@ -237,6 +210,14 @@ def map_station_share(driver) -> float:
     saturation = image.getchannel("S")
     coloured = sum(saturation.point(lambda v: 255 if v > 100 else 0).histogram()[255:])
     return coloured / (image.width * image.height)
+
+
+def map_dots(driver) -> int:
+    """Stations drawn on the risk map: the dots of its two named layers."""
+    return driver.execute_script(
+        "return document.querySelectorAll(arguments[0]).length",
+        f"{MAP} g.stations_marks path, {MAP} g.out_now_marks path",
+    )
 
 
 def page_errors(driver) -> list[str]:

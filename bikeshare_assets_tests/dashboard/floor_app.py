@@ -1,11 +1,10 @@
-"""The floor under the dashboard benchmark: the same pages, titles and elements as the
-dashboard (a one-station pydeck map, a three-row table, a small chart) with no data behind
-them. What this app costs in the same browser is what Streamlit and deck.gl cost by
-themselves; the dashboard's own share is the difference."""
+"""The floor under the dashboard benchmark: the same pages, titles and element types as the
+dashboard (a one-station Vega-Lite map with the risk map's two named layers, a three-row
+table, a small chart) with no data behind them. What this app costs in the same browser is
+what Streamlit and Vega cost by themselves; the dashboard's own share is the difference."""
 
 import altair as alt
 import pandas as pd
-import pydeck as pdk
 import streamlit as st
 
 st.set_page_config(page_title="floor", layout="wide")
@@ -14,16 +13,21 @@ TABLE = pd.DataFrame({"station": ["a", "b", "c"], "p": [0.9, 0.8, 0.7]})
 
 def risk_map() -> None:
     st.title("Risk map — floor")
-    layer = pdk.Layer(
-        "ScatterplotLayer",
-        data=[{"lon": 2.35, "lat": 48.86, "radius": 300}],
-        get_position=["lon", "lat"],
-        get_fill_color=[220, 40, 0, 210],
-        get_radius="radius",
-    )
-    view = pdk.ViewState(latitude=48.86, longitude=2.35, zoom=11.3)
-    st.pydeck_chart(
-        pdk.Deck(layers=[layer], initial_view_state=view, map_provider=None), height=600
+    station = pd.DataFrame({"lon": [2.35], "lat": [48.86], "risk": [0.9]})
+    layer = {
+        "mark": "circle",
+        "encoding": {
+            "x": {"field": "lon", "type": "quantitative"},
+            "y": {"field": "lat", "type": "quantitative"},
+        },
+    }
+    st.vega_lite_chart(
+        station,
+        {
+            "width": 700,
+            "height": 620,
+            "layer": [{**layer, "name": "out_now"}, {**layer, "name": "stations"}],
+        },
     )
 
 

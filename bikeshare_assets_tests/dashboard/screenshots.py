@@ -17,7 +17,7 @@ def main(out: Path) -> int:
     env = {k: v for k, v in os.environ.items() if k.startswith(("BIKESHARE_", "DAGSTER_"))}
     with browser.dashboard_server(env, free_port()) as url:
         for title in browser.PAGES:
-            driver = browser.chrome(webgl=True)
+            driver = browser.chrome()
             try:
                 browser.load(driver, url, title)
                 errors = browser.page_errors(driver)
@@ -25,7 +25,7 @@ def main(out: Path) -> int:
                     print(f"{title}: {errors}", file=sys.stderr)
                     return 1
                 if title == "Risk map":
-                    deadline = time.monotonic() + 30  # deck.gl's first frame
+                    deadline = time.monotonic() + 30  # the map's dots drawn
                     while browser.map_station_share(driver) == 0 and time.monotonic() < deadline:
                         time.sleep(0.2)
                 path = browser.screenshot(driver, out / (title.lower().replace(" ", "_") + ".png"))

@@ -28,7 +28,7 @@ def shot_name(title: str) -> str:
 
 
 def wait_for_stations(driver, timeout_s: float = 30) -> float:
-    """The map's share of station-coloured pixels once deck.gl drew its first frame."""
+    """The map's share of station-coloured pixels once Vega drew it."""
     deadline = time.monotonic() + timeout_s
     while (share := browser.map_station_share(driver)) == 0 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -36,19 +36,25 @@ def wait_for_stations(driver, timeout_s: float = 30) -> float:
 
 
 def test_every_page_renders_in_chromium(demo_outputs: DemoOutputs, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
     targets = [tmp_path / "screenshots"]
     if os.environ.get("DASHBOARD_SCREENSHOTS"):
         targets.append(Path(os.environ["DASHBOARD_SCREENSHOTS"]))
     with browser.dashboard_server(demo_outputs.env, free_port()) as url:
-        driver = browser.chrome(webgl=True)
+        driver = browser.chrome()
         try:
             for title in browser.PAGES:
                 browser.load(driver, url, title)
                 assert browser.page_errors(driver) == [], title
                 if title == "Risk map":
-                    # load() waited for deck.gl to draw the stations; SwiftShader draws
-                    # each as a coloured dot: a few percent of the canvas, neither empty
-                    # nor one city-sized disc
+                    # load() waited for Vega to draw the stations: one dot per scored
+                    # station, a few percent of the map in colour, neither empty nor one
+                    # city-sized disc
+                    scored = driver.find_element(
+                        By.XPATH, '//*[@data-testid="stMetric"][contains(., "Stations scored")]'
+                    ).text.split()[-1]
+                    assert browser.map_dots(driver) == int(scored) > 0
                     share = wait_for_stations(driver)
                     assert 0.005 < share < 0.4, f"{share:.1%} of the map in station colours"
                 for folder in targets:

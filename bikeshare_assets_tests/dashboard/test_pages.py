@@ -4,6 +4,7 @@ a user meets before or without them (fresh install, a city without predictions, 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -80,12 +81,51 @@ def test_risk_map_counts_the_newest_snapshot(
     assert metric(at, "Flagged, fine now") == str(flagged)
 
 
-def test_risk_map_layer_reaches_deckgl_as_plain_settings(
+def test_risk_map_draws_every_station_with_vega(
     demo_outputs: DemoOutputs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """pydeck turns string arguments into expressions: only accessors (get*) may be one, or
-    deck.gl gets an undefined setting (radiusUnits "@@=meters" drew city-sized discs)."""
+    """The map is a Vega-Lite chart (no WebGL): every scored station is a dot with the
+    tooltip's numbers; stations already empty/full are their own (slate) layer, the others
+    coloured by risk; the map keeps the city's shape (a degree of longitude is cos(lat) of
+    one of latitude)."""
     at = open_page("risk map", demo_outputs.env, monkeypatch)
+    assert at.get("deck_gl_json_chart") == []  # no WebGL map unless Street map is on
+    (chart,) = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    data = pl.read_ipc_stream(chart.proto.data.data)
+    _, frame = newest_scored(demo_outputs)
+    assert sorted(data["station_id"]) == sorted(frame["station_id"])  # every station
+    shown = data.join(frame, on="station_id").row(0, named=True)
+    assert shown["p_bikes"] == shown["p_stockout_bikes"]
+    assert (shown["bikes"], shown["docks"]) == (
+        shown["bikes_available"],
+        shown["docks_available"],
+    )
+    out_now = (frame["bikes_available"] <= THRESHOLD) | (frame["docks_available"] <= THRESHOLD)
+    assert (data["status"] != "fine now").sum() == out_now.sum() > 0
+    out_layer, stations = spec["layer"]
+    assert (out_layer["name"], stations["name"]) == ("out_now", "stations")
+    assert out_layer["mark"]["color"] == "rgb(90,90,110)"
+    colour = stations["encoding"]["color"]
+    assert colour["field"] == "risk" and colour["scale"]["domain"] == [0.0, 0.5, 1.0]
+    tooltip = {t["field"] for t in stations["encoding"]["tooltip"]}
+    assert {"name", "bikes", "docks", "capacity", "p_bikes", "p_docks", "model"} <= tooltip
+    x, y = (stations["encoding"][c]["scale"]["domain"] for c in ("x", "y"))
+    assert all(data["lon"].is_between(*x)) and all(data["lat"].is_between(*y))
+    mid_lat = math.radians(sum(y) / 2)
+    shape = (x[1] - x[0]) * math.cos(mid_lat) / (y[1] - y[0])
+    assert shape == pytest.approx(spec["width"] / spec["height"], rel=0.01)
+
+
+def test_street_map_layer_reaches_deckgl_as_plain_settings(
+    demo_outputs: DemoOutputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """*Street map* draws the stations with pydeck on Carto's tiles. pydeck turns string
+    arguments into expressions: only accessors (get*) may be one, or deck.gl gets an
+    undefined setting (radiusUnits "@@=meters" drew city-sized discs)."""
+    at = open_page("risk map", demo_outputs.env, monkeypatch)
+    at.toggle[0].set_value(True).run()
+    assert not at.exception and at.get("vega_lite_chart") == []
     spec = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
     (layer,) = spec["layers"]
     expressions = {
@@ -122,6 +162,28 @@ def test_dispatch_list_ranks_stations_still_fine_now(
         (frame["docks_available"] <= THRESHOLD).sum(),
     )
     assert f"Already stocked out: {empty} empty, {full} full" in [s.value for s in at.subheader]
+
+
+def test_dispatch_list_lists_stations_already_out_on_demand(
+    demo_outputs: DemoOutputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page draws the ranked list and the moves; the empty/full stations are one table
+    drawn when *List them* is on (a fragment: the rest of the page is not rerun)."""
+    at = open_page("dispatch", demo_outputs.env, monkeypatch)
+    assert len(at.dataframe) == 2  # at risk, moves
+    assert [t.label for t in at.sidebar.selectbox] == []  # one city: nothing to pick
+    assert (
+        at.sidebar.markdown[0].value
+        == f"**City:** {demo_outputs.settings.cities[CITY].display_name}"
+    )
+    at.toggle(key="list_stocked_out").set_value(True).run()
+    assert not at.exception and not at.error
+    listed = at.dataframe[-1].value
+    _, frame = newest_scored(demo_outputs)
+    empty = set(frame.filter(pl.col("bikes_available") <= THRESHOLD)["station_id"])
+    full = set(frame.filter(pl.col("docks_available") <= THRESHOLD)["station_id"])
+    assert set(listed.loc[listed["now"] == "empty", "station_id"]) == empty
+    assert set(listed.loc[listed["now"] == "full", "station_id"]) == full
 
 
 def test_dispatch_list_starts_with_every_station_the_model_flags(
