@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from bikeshare_assets.automation.drills import DrillStack, drill_stack
+from bikeshare_assets.automation.drills import DrillReport, DrillStack, drill_stack, wait_steady
 from bikeshare_assets.settings import get_settings
 from bikeshare_assets_tests.automation.drill_champion import register_paris_champion
 from bikeshare_assets_tests.conftest import free_port
@@ -46,3 +46,17 @@ def stack(tmp_path_factory, slack) -> Iterator[DrillStack]:
         register_paris_champion(tracking_in(home / "mlflow"), home.parent / "champion", cadence=1)
         with drill_stack(base, cadence=1, drift_window=2, extra_env=env) as running:
             yield running
+
+
+def run_drill(
+    stack: DrillStack, slack: SlackServer, drill: Callable[..., DrillReport]
+) -> tuple[DrillReport, list[str]]:
+    """Wait for a steady loop, run `drill` and print its timeline; fails with the timeline
+    when an expectation did not hold. Returns the report and the Slack texts it posted."""
+    wait_steady(stack, print)
+    before = len(slack.messages)
+    report = drill(stack, print)
+    print("\n".join(report.lines()))
+    assert report.passed, "\n".join(report.lines())
+    assert report.time_to_alert_s is not None and report.time_to_recovery_s is not None
+    return report, [m["text"] for m in slack.messages[before:]]

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from bikeshare_assets.automation.drills import outage_drill, wait_steady
+from bikeshare_assets.automation.drills import outage_drill
+from bikeshare_assets_tests.automation.conftest import run_drill
 
 # The stack starts inside the first test (module fixture, conftest.py): the timeout covers it.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def test_feed_outage_is_one_alert_one_resolution_gaps_recorded_and_caught_up(stack, slack):
-    wait_steady(stack, print)
-    before = len(slack.messages)
-    report = outage_drill(stack, print)
-    print("\n".join(report.lines()))
-    assert report.passed, "\n".join(report.lines())
-    posted = [m["text"] for m in slack.messages[before:]]
+    _, posted = run_drill(stack, slack, outage_drill)
     assert len(posted) == 2, posted
     assert "failing" in posted[0] and "raw_station_status" in posted[0]
     assert "resolved" in posted[1] and "caught up" in posted[1]
-    assert report.time_to_alert_s is not None and report.time_to_recovery_s is not None

@@ -17,32 +17,22 @@ from __future__ import annotations
 
 import pytest
 
-from bikeshare_assets.automation.drills import drift_drill, endpoint_drill, wait_steady
+from bikeshare_assets.automation.drills import drift_drill, endpoint_drill
+from bikeshare_assets_tests.automation.conftest import run_drill
 
 # The stack starts inside the first test (module fixture, conftest.py): the timeout covers it.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def test_a_killed_endpoint_falls_back_is_redeployed_and_scores_again(stack, slack):
-    wait_steady(stack, print)
-    before = len(slack.messages)
-    report = endpoint_drill(stack, print)
-    print("\n".join(report.lines()))
-    assert report.passed, "\n".join(report.lines())
-    posted = [m["text"] for m in slack.messages[before:]]
+    _, posted = run_drill(stack, slack, endpoint_drill)
     assert len(posted) == 2, posted
     assert "heal_endpoint" in posted[0] or "re-deploy" in posted[0]
     assert "resolved" in posted[1] and "re-deployed" in posted[1]
 
 
 def test_drift_fails_the_report_triggers_a_retrain_and_the_champion_keeps_serving(stack, slack):
-    wait_steady(stack, print)
-    before = len(slack.messages)
-    report = drift_drill(stack, print)
-    print("\n".join(report.lines()))
-    assert report.passed, "\n".join(report.lines())
-    posted = [m["text"] for m in slack.messages[before:]]
+    _, posted = run_drill(stack, slack, drift_drill)
     assert "feature_drift" in posted[0], posted
     # The retrain on minutes of live data is refused, with the step and its error named.
     assert any("refused" in text and "champion keeps serving" in text for text in posted), posted
-    assert report.time_to_alert_s is not None and report.time_to_recovery_s is not None
