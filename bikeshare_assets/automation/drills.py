@@ -332,8 +332,15 @@ def outage_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 600) ->
         now = datetime.now(UTC)
         return now.minute < 3 or (now + (OUTAGE_CADENCES + 2) * step).hour != now.hour
 
-    while near_the_hour():
-        time.sleep(10)
+    # And clear of the fetch at the start of each window (with its retries, ~15 s): an
+    # outage that begins while the previous window's fetch is retrying fails that fetch too,
+    # one window more than the drill asked for.
+    def near_a_fetch() -> bool:
+        into = datetime.now(UTC).timestamp() % step.total_seconds()
+        return into < 25 or into > step.total_seconds() - 5
+
+    while near_the_hour() or near_a_fetch():
+        time.sleep(2)
     report = DrillReport("outage", stack.cadence, datetime.now(UTC))
     state = stack.post(f"outage?cadences={OUTAGE_CADENCES}")
     feed_back = datetime.fromisoformat(state["outage_until"])

@@ -174,22 +174,27 @@ def scored_rows(predictions: pl.DataFrame, features: pl.DataFrame) -> tuple[pl.D
     return joined, label
 
 
-# A window's features are compared only where the station's history covers this share of the
-# window: in the first hour of a deployment, or after a feed outage, a 60-minute trend is a
-# trend over a few minutes — a different quantity, not a change in the city, and retraining
-# cannot fix it (the gap records and freshness own those).
-WINDOW_COVERAGE = 0.75
+# A window's features are compared only where the station's history holds this share of the
+# snapshots a full window would: in the first hour of a deployment, or after a feed outage, a
+# 60-minute trend is a trend over a few minutes (or across a hole) — a different quantity, not
+# a change in the city, and retraining cannot fix it (the gap records and freshness own those).
+WINDOW_COVERAGE = 0.9
 
 
 def mask_partial_windows(frame: pl.DataFrame) -> pl.DataFrame:
-    """Each window's features nulled (left out of the PSI) where the station's observations
-    in it span less than WINDOW_COVERAGE of the window: obs_<w> x minutes between snapshots.
-    Applied to the current rows and the reference alike, so both compare full windows."""
+    """Each window's features nulled (left out of the PSI) where the station has fewer than
+    WINDOW_COVERAGE of the snapshots a full window holds (w / cadence + 1, both ends; the
+    frame's cadence is its median `minutes_since_previous`). Applied to the current rows and
+    the reference alike — each at its own cadence — so both compare full windows only."""
+    spacing = frame.get_column("minutes_since_previous").drop_nulls() if frame.height else None
+    if spacing is None or spacing.len() == 0:
+        return frame
+    cadence = float(spacing.median())  # type: ignore[arg-type]
     masked = []
     for w in WINDOWS_MINUTES:
-        covered = pl.col(f"obs_{w}") * pl.col("minutes_since_previous") >= WINDOW_COVERAGE * w
+        full = pl.col(f"obs_{w}") >= WINDOW_COVERAGE * (w / cadence + 1)
         masked += [
-            pl.when(covered).then(pl.col(c)).otherwise(None).alias(c)
+            pl.when(full).then(pl.col(c)).otherwise(None).alias(c)
             for c in DRIFT_FEATURES
             if c.endswith(f"_{w}") and c in frame.columns
         ]

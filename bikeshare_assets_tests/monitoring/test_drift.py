@@ -347,27 +347,35 @@ def test_drift_windows_are_hours_unless_the_city_says_fewer_minutes(tmp_path: Pa
 
 
 def test_window_features_of_a_short_history_are_left_out_of_the_comparison() -> None:
-    """Ten minutes into a 1-minute live feed a 60-minute trend spans ten minutes: its
-    values describe a shorter window, and the PSI would call that drift. The 15-minute
-    window is compared once 3/4 of it has history; a 15-minute replay's full windows stay."""
+    """Four minutes into a 1-minute live feed a 60-minute trend spans four minutes, and just
+    after a 4-minute outage a 15-minute trend spans a hole: their values describe another
+    window, and the PSI would call that drift. A full window of a 15-minute replay stays."""
     from bikeshare_assets.monitoring.drift import mask_partial_windows
 
-    rows = pl.DataFrame(
+    windows = ("bikes_trend_per_h_15", "nb_bikes_net_flow_30", "bikes_trend_per_h_60")
+    live = pl.DataFrame(
         {
-            "obs_15": [11, 16, 2, 1],
-            "obs_30": [11, 31, 3, 1],
-            "obs_60": [11, 61, 5, 1],
-            "minutes_since_previous": [1.0, 1.0, 15.0, None],
-            "bikes_trend_per_h_15": [1.0, 2.0, 3.0, 4.0],
-            "bikes_trend_per_h_60": [1.0, 2.0, 3.0, 4.0],
-            "nb_bikes_net_flow_30": [1.0, 2.0, 3.0, 4.0],
+            # fresh start (4 min), after a 4-minute outage, all full, fresh first snapshot
+            "obs_15": [5, 12, 16, 1],
+            "obs_30": [5, 27, 31, 1],
+            "obs_60": [5, 57, 61, 1],
+            "minutes_since_previous": [1.0, 5.0, 1.0, None],
+            **{c: [1.0, 2.0, 3.0, 4.0] for c in windows},
             "bikes_available": [5, 6, 7, 8],
         }
     )
-    masked = mask_partial_windows(rows)
-    # 10 of 15 minutes is under 3/4; the fresh first snapshot has no spacing at all.
-    assert masked.get_column("bikes_trend_per_h_15").to_list() == [None, 2.0, 3.0, None]
-    assert masked.get_column("nb_bikes_net_flow_30").to_list() == [None, 2.0, 3.0, None]
+    masked = mask_partial_windows(live)
+    assert masked.get_column("bikes_trend_per_h_15").to_list() == [None, None, 3.0, None]
+    assert masked.get_column("nb_bikes_net_flow_30").to_list() == [None, None, 3.0, None]
     assert masked.get_column("bikes_trend_per_h_60").to_list() == [None, 2.0, 3.0, None]
     assert masked.get_column("bikes_available").to_list() == [5, 6, 7, 8]
-    assert masked.get_column("obs_60").to_list() == [11, 61, 5, 1]  # cadence: reported only
+    assert masked.get_column("obs_60").to_list() == [5, 57, 61, 1]  # cadence: reported only
+    replay = live.with_columns(
+        obs_15=pl.lit(2), obs_30=pl.lit(3), obs_60=pl.lit(5), minutes_since_previous=pl.lit(15.0)
+    )
+    assert mask_partial_windows(replay).get_column("bikes_trend_per_h_60").to_list() == [
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+    ]
