@@ -374,7 +374,7 @@ def build_drift_report(city: City, parts: CityPartitions) -> dg.AssetsDefinition
                         except ReferenceMissing as exc:
                             raise dg.Failure(description=f"{where}: {exc}") from exc
                     samples[target] = references[(target, version)]
-                current = mask_partial_windows(current)
+                current = mask_partial_windows(current, parts.cadence_minutes)
                 reference = mask_partial_windows(
                     matching_reference(combine_references(samples), current)
                 )

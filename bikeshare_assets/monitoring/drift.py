@@ -181,15 +181,18 @@ def scored_rows(predictions: pl.DataFrame, features: pl.DataFrame) -> tuple[pl.D
 WINDOW_COVERAGE = 0.9
 
 
-def mask_partial_windows(frame: pl.DataFrame) -> pl.DataFrame:
+def mask_partial_windows(frame: pl.DataFrame, cadence: float | None = None) -> pl.DataFrame:
     """Each window's features nulled (left out of the PSI) where the station has fewer than
-    WINDOW_COVERAGE of the snapshots a full window holds (w / cadence + 1, both ends; the
-    frame's cadence is its median `minutes_since_previous`). Applied to the current rows and
-    the reference alike — each at its own cadence — so both compare full windows only."""
-    spacing = frame.get_column("minutes_since_previous").drop_nulls() if frame.height else None
-    if spacing is None or spacing.len() == 0:
-        return frame
-    cadence = float(spacing.median())  # type: ignore[arg-type]
+    WINDOW_COVERAGE of the snapshots a full window holds (w / cadence + 1, both ends).
+    `cadence`: the feed's, for the current rows (a window's rows just after a gap are all
+    spaced by the gap); without it, the frame's median `minutes_since_previous` (a reference
+    sample spans many snapshots). Applied to the current rows and the reference alike, so
+    both compare full windows only."""
+    if cadence is None:
+        spacing = frame.get_column("minutes_since_previous").drop_nulls() if frame.height else None
+        if spacing is None or spacing.len() == 0:
+            return frame
+        cadence = float(spacing.median())  # type: ignore[arg-type]
     masked = []
     for w in WINDOWS_MINUTES:
         full = pl.col(f"obs_{w}") >= WINDOW_COVERAGE * (w / cadence + 1)

@@ -364,12 +364,16 @@ def test_window_features_of_a_short_history_are_left_out_of_the_comparison() -> 
             "bikes_available": [5, 6, 7, 8],
         }
     )
-    masked = mask_partial_windows(live)
+    masked = mask_partial_windows(live, cadence=1)
     assert masked.get_column("bikes_trend_per_h_15").to_list() == [None, None, 3.0, None]
     assert masked.get_column("nb_bikes_net_flow_30").to_list() == [None, None, 3.0, None]
     assert masked.get_column("bikes_trend_per_h_60").to_list() == [None, 2.0, 3.0, None]
     assert masked.get_column("bikes_available").to_list() == [5, 6, 7, 8]
     assert masked.get_column("obs_60").to_list() == [5, 57, 61, 1]  # cadence: reported only
+    # The window right after the outage holds only rows spaced by the hole (4 minutes): the
+    # feed's cadence, not theirs, says what a full window is.
+    after_hole = live.slice(1, 1)
+    assert mask_partial_windows(after_hole, cadence=1).get_column(windows[0]).to_list() == [None]
     replay = live.with_columns(
         obs_15=pl.lit(2), obs_30=pl.lit(3), obs_60=pl.lit(5), minutes_since_previous=pl.lit(15.0)
     )
