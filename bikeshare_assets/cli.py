@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from bikeshare_assets.errors import UserError
 from bikeshare_assets.live_stack import (
+    first_live_window,
     start_dagster_dev,
     stop_endpoints,
     stop_group,
@@ -673,12 +674,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     dagster: subprocess.Popen | None = None
     live_settings: Settings | None = None
     try:
-        now = datetime.now(UTC)
-        floored = now.replace(second=0, microsecond=0) - timedelta(
-            minutes=now.minute % args.cadence
-        )
         # One window of history: the window that just ended is the first partition.
-        live_start = floored - timedelta(minutes=args.cadence)
+        floored, live_start = first_live_window(datetime.now(UTC), args.cadence)
         cities_file = write_live_cities(
             live_home / "cities.toml",
             gbfs_url=feed.gbfs_url,

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bikeshare_assets.cities import PARTITION_FMT
@@ -30,6 +30,13 @@ drift_window_minutes = {drift_window}
 stockout_threshold = 2
 live_start = "{live_start}"
 """
+
+
+def first_live_window(now: datetime, cadence: int) -> tuple[datetime, datetime]:
+    """(start of the window under way, start of the one that just ended): the latter is the
+    first live partition, fetched at once, so snapshots land from the first minute."""
+    floored = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % cadence)
+    return floored, floored - timedelta(minutes=cadence)
 
 
 def write_live_cities(

@@ -39,7 +39,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import requests
@@ -47,12 +48,16 @@ import requests
 from bikeshare_assets.automation.alerts import FIRING, HEAL_FAILED, RESOLVED, read_alerts
 from bikeshare_assets.cities import PARTITION_FMT
 from bikeshare_assets.live_stack import (
+    first_live_window,
     start_dagster_dev,
     stop_endpoints,
     stop_group,
     write_live_cities,
 )
 from bikeshare_assets.settings import Settings, get_settings, live_environment
+
+if TYPE_CHECKING:
+    from bikeshare_assets.partitions import CityPartitions
 
 CITY = "paris"
 DRILLS = ("outage", "endpoint", "drift")
@@ -119,6 +124,12 @@ class DrillStack:
     drift_window: int
     daemon: subprocess.Popen | None = None
 
+    @cached_property
+    def parts(self) -> CityPartitions:
+        from bikeshare_assets.partitions import city_partitions
+
+        return city_partitions(self.settings.cities[CITY], self.settings.source)
+
     @property
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.settings.dagster_home))
@@ -157,9 +168,7 @@ def drill_stack(
     feed = LiveFeedServer(feed_port, cadence_minutes=cadence).start()
     stack: DrillStack | None = None
     try:
-        now = datetime.now(UTC)
-        floored = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % cadence)
-        live_start = floored - timedelta(minutes=cadence)  # the first partition: kicked below
+        _, live_start = first_live_window(datetime.now(UTC), cadence)  # kicked below
         cities_file = write_live_cities(
             home / "cities.toml",
             gbfs_url=feed.gbfs_url,
@@ -300,7 +309,7 @@ def wait_steady(stack: DrillStack, log: LOG, timeout_s: float = 420) -> None:
         groups = json.loads(groups_file.read_text()) if groups_file.exists() else {}
         # Every window so far scored (a catch-up about to start would join the drill's
         # incident), up to the one the automation is still on.
-        pdef = _snapshots(stack)
+        pdef = stack.parts.snapshots
         newest = pdef.get_partition_key_for_timestamp(
             (datetime.now(UTC) - 2 * timedelta(minutes=stack.cadence)).timestamp()
         )
@@ -325,9 +334,9 @@ def outage_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 600) ->
     """The feed answers 503 for OUTAGE_CADENCES cadences, then recovers."""
     step = timedelta(minutes=stack.cadence)
 
-    # Stay clear of the top of the hour: the weather stand-in shares the feed's outage, and
-    # raw_weather's hourly run (at hh:00, up to a minute or two under load) is another
-    # incident (a separate source in production).
+    # Stay clear of the top of the hour: raw_weather's hourly run (at hh:00, up to a minute or
+    # two under load) and the drift windows that close with it add runs the outage's alert
+    # count should not have to tell apart.
     def near_the_hour() -> bool:
         now = datetime.now(UTC)
         return now.minute < 3 or (now + (OUTAGE_CADENCES + 2) * step).hour != now.hour
@@ -345,7 +354,7 @@ def outage_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 600) ->
     state = stack.post(f"outage?cadences={OUTAGE_CADENCES}")
     feed_back = datetime.fromisoformat(state["outage_until"])
     report.note(f"feed down: 503 until {feed_back:%H:%M:%S} ({OUTAGE_CADENCES} cadences)")
-    pdef = _snapshots(stack)
+    pdef = stack.parts.snapshots
     # By time, not from the partitions definition: these windows do not exist yet.
     first_start = pdef.time_window_for_partition_key(
         pdef.get_partition_key_for_timestamp(report.started_at.timestamp())
@@ -443,12 +452,6 @@ def outage_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 600) ->
     return report
 
 
-def _snapshots(stack: DrillStack) -> dg.TimeWindowPartitionsDefinition:
-    from bikeshare_assets.partitions import city_partitions
-
-    return city_partitions(stack.settings.cities[CITY], stack.settings.source).snapshots
-
-
 def endpoint_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 420) -> DrillReport:
     """The scoring process dies (SIGKILL to its group) while snapshots keep coming."""
     from bikeshare_assets.definitions import build_endpoint
@@ -528,15 +531,6 @@ def endpoint_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 420) 
     return report
 
 
-def _latest_evaluation(
-    instance: dg.DagsterInstance, asset: str, check: str
-) -> tuple[float, dg.AssetCheckEvaluation] | None:
-    record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(_key(asset), check))
-    event = record.event if record else None
-    data = event.dagster_event.event_specific_data if event and event.dagster_event else None
-    return (event.timestamp, data) if isinstance(data, dg.AssetCheckEvaluation) else None
-
-
 def _serving_label(stack: DrillStack, after: float) -> str | None:
     """The model_version of the newest model-scored predictions after `after`."""
     scored = [
@@ -559,7 +553,7 @@ def drift_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 720) -> 
     stack.post("drift?kind=closed_stations")
     injected = datetime.now(UTC)
     report.note(f"drift injected: a quarter of the stations closed (champion {champion})", injected)
-    pdef = _drift_windows(stack)
+    pdef = stack.parts.drift
     # The first window whose every snapshot is fetched after the injection: the next window
     # start (a snapshot is fetched when its window ends, so this holds with one to spare).
     step = timedelta(minutes=stack.drift_window)
@@ -572,10 +566,18 @@ def drift_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 720) -> 
     since = injected.timestamp()
 
     def drift_failed() -> tuple[float, dg.AssetCheckEvaluation] | None:
-        latest = _latest_evaluation(stack.instance, "drift_report", "feature_drift")
-        if latest is None or latest[0] < since or latest[1].passed:
+        from bikeshare_assets.automation.sensors import latest_check_evaluation
+
+        latest = latest_check_evaluation(
+            stack.instance, dg.AssetCheckKey(_key("drift_report"), "feature_drift")
+        )
+        if latest is None:
             return None
-        return latest if latest[1].severity == dg.AssetCheckSeverity.ERROR else None
+        record, evaluation = latest
+        if record.event.timestamp < since or evaluation.passed:
+            return None
+        failed = evaluation.severity == dg.AssetCheckSeverity.ERROR
+        return (record.event.timestamp, evaluation) if failed else None
 
     failed = _wait("feature_drift to fail", drift_failed, timeout_s, stack)
     if failed is None:
@@ -675,12 +677,6 @@ def drift_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 720) -> 
         kinds = [f"{a['kind']} {a['incident']}" for a in opened]
         report.failures.append(f"expected one message opening the model incident, sent: {kinds}")
     return report
-
-
-def _drift_windows(stack: DrillStack) -> dg.TimeWindowPartitionsDefinition:
-    from bikeshare_assets.partitions import city_partitions
-
-    return city_partitions(stack.settings.cities[CITY], stack.settings.source).drift
 
 
 RUNNERS: dict[str, Callable[..., DrillReport]] = {

@@ -448,19 +448,29 @@ def _catch_up_did(plan: CatchUpPlan) -> str:
     return "; ".join(parts)
 
 
+def latest_check_evaluation(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey
+) -> tuple[Any, dg.AssetCheckEvaluation] | None:
+    """The newest evaluation of a check (over all partitions) with its record (`.id`,
+    `.event.timestamp`), or None if it never ran."""
+    record = instance.get_latest_asset_check_evaluation_record(key)
+    event = record.event.dagster_event if record and record.event else None
+    evaluation = event.event_specific_data if event else None
+    return (record, evaluation) if isinstance(evaluation, dg.AssetCheckEvaluation) else None
+
+
 def failing_triggers(
     instance: dg.DagsterInstance, city: str, triggers: Sequence[tuple[str, str, bool]]
 ) -> list[Trigger]:
     """The triggers whose newest evaluation (over all partitions) failed."""
     found = []
     for asset, check, error_only in triggers:
-        record = instance.get_latest_asset_check_evaluation_record(
-            dg.AssetCheckKey(dg.AssetKey([city, asset]), check)
+        latest = latest_check_evaluation(
+            instance, dg.AssetCheckKey(dg.AssetKey([city, asset]), check)
         )
-        event = record.event.dagster_event if record and record.event else None
-        evaluation = event.event_specific_data if event else None
-        if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
+        if latest is None or latest[1].passed:
             continue
+        record, evaluation = latest
         if error_only and evaluation.severity != dg.AssetCheckSeverity.ERROR:
             continue
         metadata = ", ".join(
