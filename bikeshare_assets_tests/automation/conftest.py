@@ -1,5 +1,5 @@
-"""The drill stack as a module fixture: each drill test module gets a live stack of its own
-(the outage drill leaves gaps and open incidents behind; the other drills start clean)."""
+"""The drill stack as a module fixture: one live stack for the drills of test_drills.py,
+started once (the stack's start — champion, first partitions, `dagster dev` — takes minutes)."""
 
 from __future__ import annotations
 
