@@ -10,10 +10,13 @@ over real HTTP, with Vélib's layout (one language, "fr"):
     GET /meteostat/stations.db                Meteostat's station catalogue (stand-in)
     GET /meteostat/hourly/{year}/07156.csv.gz the recorded weather, shifted the same way
 
-How "now" maps into the recording (`PresentRecording`): by whole days, so the UTC time of day
-is exact. Each real UTC day is served from one recorded day of the same kind (Mon-Fri or
-Sat-Sun): the same weekday when the recorder has at least half of its bins, otherwise the
-best-covered day of that kind (the recorder missed most of Tuesday 9 and Friday 12 September).
+How "now" maps into the recording (`PresentRecording`): at the same Paris wall-clock time, so
+8 am in the present is 8 am in the recording (the morning rush at the hour it happens, and the
+drift reports, which compare by local hour, see the hour they name). Across a daylight-saving
+difference (a September recording served in December) the shift is whole days and an hour.
+Each real local day is served from one recorded day of the same kind (Mon-Fri or Sat-Sun):
+the same weekday when the recorder has at least half of its bins, otherwise the best-covered
+day of that kind (the recorder missed most of Tuesday 9 and Friday 12 September).
 station_status carries the newest recorded 15-minute bin at or before `now - shift`, with
 `last_updated = now` and each station's `last_reported = bin + shift`: a station's report is
 as old as it was in the recording (up to 15 minutes, longer in the recorder's own gaps).
@@ -51,6 +54,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -68,6 +72,7 @@ RECORDING = PARIS_DATA / "velib_15min_bins.parquet"
 RECORDED_WEATHER = PARIS_DATA / "weather_hourly_openmeteo.csv"
 
 SYSTEM = "paris"
+RECORDING_ZONE = ZoneInfo("Europe/Paris")  # where the recording's wall clock was
 LANGUAGE = "fr"
 DRIFT_KINDS = ("heatwave", "closed_stations", "weekend")
 HEATWAVE_DELTA_C = 12.0
@@ -95,11 +100,12 @@ class PresentRecording:
 
     @cached_property
     def bins_per_day(self) -> dict[date, int]:
-        """Recorded bins per UTC day."""
+        """Recorded bins per UTC day: how well the recorder covered a day (the choice of day
+        only; the two hours a local day differs by do not change it)."""
         return _count_days(self.replay.bins)
 
     def recorded_day(self, day: date, *, weekend: bool | None = None) -> date:
-        """The recorded day that answers for real UTC day `day` (see the module docstring);
+        """The recorded day that answers for real local day `day` (see the module docstring);
         `weekend=True` forces a weekend day (the `weekend` drift)."""
         want_weekend = _is_weekend(day) if weekend is None else weekend
         kind = [d for d in self.bins_per_day if _is_weekend(d) == want_weekend]
@@ -110,15 +116,18 @@ class PresentRecording:
         return max(kind, key=lambda d: (self.bins_per_day[d], d))
 
     def shift(self, now: datetime, *, weekend: bool | None = None) -> timedelta:
-        """now - shift is the recorded time that answers for `now` (whole days)."""
-        today = now.astimezone(UTC).date()
-        return timedelta(days=(today - self.recorded_day(today, weekend=weekend)).days)
+        """now - shift is the recorded time that answers for `now`: the same wall-clock time
+        on the recorded day (whole days, plus the daylight-saving difference)."""
+        local = now.astimezone(RECORDING_ZONE)
+        day = self.recorded_day(local.date(), weekend=weekend)
+        recorded = datetime.combine(day, local.time(), tzinfo=RECORDING_ZONE)
+        return now.astimezone(UTC) - recorded.astimezone(UTC)
 
     def recorded_bin(self, now: datetime, *, weekend: bool | None = None) -> datetime:
         """The newest recorded bin at or before now - shift."""
         at = now.astimezone(UTC) - self.shift(now, weekend=weekend)
         earlier = [b for b in self.replay.bins if b <= at]
-        if not earlier:
+        if not earlier:  # before the recorder's first bin (the first local hour of 8 September)
             return self.replay.bins[0]
         return earlier[-1]
 
@@ -128,7 +137,8 @@ class PresentRecording:
         """The GBFS 2.3 station_status document served at `now`."""
         shift = self.shift(now, weekend=weekend)
         tbin = self.recorded_bin(now, weekend=weekend)
-        reported = int((tbin + shift).timestamp())
+        # never after now (the first bin answers the hour before the recording starts too)
+        reported = min(int((tbin + shift).timestamp()), int(now.timestamp()))
         stations = []
         for sid, bikes, docks in _bin_rows(self.replay, tbin):
             closed = closed_stations and _closed(sid)
@@ -320,8 +330,8 @@ class LiveFeedServer:
         return {
             "now": now.isoformat(),
             "cadence_minutes": self.controls.cadence_minutes,
-            "shift_days": shift.days,
-            "recorded_day": (now - shift).date().isoformat(),
+            "shift_hours": shift / timedelta(hours=1),
+            "recorded_day": (now - shift).astimezone(RECORDING_ZONE).date().isoformat(),
             "recorded_bin": self.recording.recorded_bin(now, weekend=weekend).isoformat(),
             "outage_until": self.controls.outage_until.isoformat()
             if self.controls.in_outage(now)

@@ -183,7 +183,8 @@ WINDOW_COVERAGE = 0.9
 
 def mask_partial_windows(frame: pl.DataFrame, cadence: float | None = None) -> pl.DataFrame:
     """Each window's features nulled (left out of the PSI) where the station has fewer than
-    WINDOW_COVERAGE of the snapshots a full window holds (w / cadence + 1, both ends).
+    WINDOW_COVERAGE of the snapshots a full window holds (w / cadence + 1, both ends), and
+    the predicted probabilities where any window is short.
     `cadence`: the feed's, for the current rows (a window's rows just after a gap are all
     spaced by the gap); without it, the frame's median `minutes_since_previous` (a reference
     sample spans many snapshots). Applied to the current rows and the reference alike, so
@@ -194,13 +195,23 @@ def mask_partial_windows(frame: pl.DataFrame, cadence: float | None = None) -> p
             return frame
         cadence = float(spacing.median())  # type: ignore[arg-type]
     masked = []
+    fulls = []
     for w in WINDOWS_MINUTES:
         full = pl.col(f"obs_{w}") >= WINDOW_COVERAGE * (w / cadence + 1)
+        fulls.append(full)
         masked += [
             pl.when(full).then(pl.col(c)).otherwise(None).alias(c)
             for c in DRIFT_FEATURES
             if c.endswith(f"_{w}") and c in frame.columns
         ]
+    # A prediction is made from every window: it is compared only where all of them are full
+    # (in a live stack's first hour the model scores short trends; warm-up, not drift).
+    every_window = pl.all_horizontal(fulls)
+    masked += [
+        pl.when(every_window).then(pl.col(c)).otherwise(None).alias(c)
+        for c in PREDICTION_COLUMNS
+        if c in frame.columns
+    ]
     return frame.with_columns(masked)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 import polars as pl
@@ -34,22 +33,15 @@ from bikeshare_assets_tests.conftest import (
 from bikeshare_assets_tests.serving.champions import log_and_promote, train_boosters
 
 CITY = "paris"
-TIMEZONE = "Europe/Paris"  # the live Paris of cli.LIVE_CITIES
 
 
 def served_span(before: timedelta, after: timedelta) -> tuple[datetime, datetime]:
-    """Recorded times around now, at the same local time of day as now.
-
-    The feed maps now onto the recording by whole UTC days (feed_server.PresentRecording),
-    while drift_report compares by local hour: across a daylight-saving change (a September
-    recording served in December) the served snapshots of local hour H were recorded at
-    local hour H + 1. The reference must hold local hour H, so the span moves by the
-    difference of the two UTC offsets."""
-    zone = ZoneInfo(TIMEZONE)
+    """Recorded times around now, as the feed serves them (feed_server.PresentRecording: the
+    same Paris wall-clock time on a recorded day, so the reference's local hours are the
+    ones the live stack scores)."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     recorded = now - PresentRecording().shift(now)
-    offsets = now.astimezone(zone).utcoffset() - recorded.astimezone(zone).utcoffset()  # type: ignore[operator]
-    return recorded + offsets - before, recorded + offsets + after
+    return recorded - before, recorded + after
 
 
 def minute_recording(start: datetime, end: datetime, cadence: int) -> pl.DataFrame:

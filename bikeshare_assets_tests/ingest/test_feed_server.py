@@ -14,6 +14,7 @@ import subprocess
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -45,7 +46,13 @@ INFO, STATUS, WEATHER = (
 # A Tuesday: the recorder missed most of Tuesday 9 September 2025, so a Tuesday is served
 # from the best-covered weekday, Monday 8 September (59 of 96 bins).
 TUESDAY = datetime(2026, 12, 1, 11, 7, 30, tzinfo=UTC)
-SATURDAY = datetime(2026, 12, 5, 16, 2, tzinfo=UTC)
+SATURDAY = datetime(2026, 12, 5, 17, 2, tzinfo=UTC)  # 18:02 in Paris: the recorder has 18:00
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def same_wall_clock(now: datetime, recorded_day: date) -> timedelta:
+    """The shift that puts `now` at the same Paris wall-clock time on `recorded_day`."""
+    return now - datetime.combine(recorded_day, now.astimezone(PARIS).time(), tzinfo=PARIS)
 
 
 @pytest.fixture(scope="module")
@@ -88,18 +95,21 @@ def post(server: LiveFeedServer, path: str) -> requests.Response:
     ("now", "recorded_day"),
     [(TUESDAY, date(2025, 9, 8)), (SATURDAY, date(2025, 9, 13))],
 )
-def test_station_status_now_is_the_recording_at_now_minus_whole_days(
+def test_station_status_now_is_the_recording_at_the_same_paris_wall_clock_time(
     recording, now, recorded_day
 ) -> None:
     with LiveFeedServer(cadence_minutes=5, clock=Clock(now)) as server:
         doc = get(server, "/paris/fr/station_status.json").json()
         state = get(server, "/_control/state").json()
 
-    shift = timedelta(days=(now.date() - recorded_day).days)
+    shift = same_wall_clock(now, recorded_day)
+    # A December day served from a September one: whole days and the DST hour.
+    assert shift % timedelta(days=1) == timedelta(hours=1)
     tbin = newest_bin_at_or_before(recording, now - shift)
-    assert state["shift_days"] == shift.days and state["recorded_day"] == str(recorded_day)
+    assert state["shift_hours"] == shift / timedelta(hours=1)
+    assert state["recorded_day"] == str(recorded_day)
     assert tbin.date() == recorded_day and now - shift - tbin < timedelta(minutes=45)
-    # Same UTC time of day and the same kind of day (weekday / weekend).
+    # Same local time of day and the same kind of day (weekday / weekend).
     assert (tbin + shift).weekday() >= 5 if now.weekday() >= 5 else (tbin + shift).weekday() < 5
     served = {s["station_id"]: s["num_bikes_available"] for s in doc["data"]["stations"]}
     assert served == bikes_at(recording, tbin)
@@ -116,7 +126,7 @@ def test_a_new_recorded_bin_appears_as_the_clock_moves(recording) -> None:
         first = get(server, "/paris/fr/station_status.json").json()
         clock.now = TUESDAY + timedelta(hours=2)
         later = get(server, "/paris/fr/station_status.json").json()
-    shift = timedelta(days=(TUESDAY.date() - date(2025, 9, 8)).days)
+    shift = same_wall_clock(clock.now, date(2025, 9, 8))
     want = bikes_at(recording, newest_bin_at_or_before(recording, clock.now - shift))
     assert {s["station_id"]: s["num_bikes_available"] for s in later["data"]["stations"]} == want
     assert (
@@ -171,7 +181,7 @@ def test_drift_controls_change_the_content_as_documented(recording) -> None:
         weekend = get(server, "/paris/fr/station_status.json").json()
         state = get(server, "/_control/state").json()
         assert date.fromisoformat(state["recorded_day"]).weekday() >= 5
-        tbin = newest_bin_at_or_before(recording, TUESDAY - timedelta(days=state["shift_days"]))
+        tbin = newest_bin_at_or_before(recording, TUESDAY - timedelta(hours=state["shift_hours"]))
         assert {s["station_id"]: s["num_bikes_available"] for s in weekend["data"]["stations"]} == (
             bikes_at(recording, tbin)
         )
@@ -251,8 +261,8 @@ def test_live_raw_assets_read_the_local_feed_with_the_projects_client(
     stored = materializations(weather_run)
     for key in hour_keys:
         hour = parts.hours.time_window_for_partition_key(key).start
-        recorded_day = live_feed.recording.recorded_day(hour.date())
-        at = datetime.combine(recorded_day, hour.time()).strftime("%Y-%m-%d %H:%M:%S")
+        recorded_day = live_feed.recording.recorded_day(hour.astimezone(PARIS).date())
+        at = (hour - same_wall_clock(hour, recorded_day)).strftime("%Y-%m-%d %H:%M:%S")
         if at not in recorded:
             assert stored[key]["gap"] is True, key
             continue

@@ -362,9 +362,12 @@ def test_window_features_of_a_short_history_are_left_out_of_the_comparison() -> 
             "minutes_since_previous": [1.0, 5.0, 1.0, None],
             **{c: [1.0, 2.0, 3.0, 4.0] for c in windows},
             "bikes_available": [5, 6, 7, 8],
+            "p_stockout_bikes": [0.1, 0.2, 0.3, 0.4],
         }
     )
     masked = mask_partial_windows(live, cadence=1)
+    # A prediction is compared only where it was made from full windows, every one of them.
+    assert masked.get_column("p_stockout_bikes").to_list() == [None, None, 0.3, None]
     assert masked.get_column("bikes_trend_per_h_15").to_list() == [None, None, 3.0, None]
     assert masked.get_column("nb_bikes_net_flow_30").to_list() == [None, None, 3.0, None]
     assert masked.get_column("bikes_trend_per_h_60").to_list() == [None, 2.0, 3.0, None]
