@@ -22,25 +22,28 @@ demo: venv
 	$(BIN)/bikeshare demo $(ARGS)
 
 ## Run the test suite (starts its own local HTTP, moto and scoring servers) and, beside it,
-## the drills (marked slow: a live stack with `dagster dev` at a 1-minute cadence, ~15 min of
-## real time, mostly waiting). The suite runs at the lowest CPU priority so that the drill
-## stack's daemon keeps its cadence on 2 cores; the drills' output is printed when both end.
-DRILL_TESTS := bikeshare_assets_tests/automation/test_drills.py
-DRILLS_LOG  := $(BIKESHARE_HOME)/drills-test.log
+## the drills (marked slow): two live stacks with `dagster dev` at a 1-minute cadence, the
+## feed outage on one, a killed endpoint then drift on the other (~15 min of real time,
+## mostly waiting). The suite runs at the lowest CPU priority so that the stacks' daemons
+## keep their cadence on 2 cores; each drill module's output is printed when all have ended.
+DRILLS := bikeshare_assets_tests/automation
+DRILL_MODULES := test_drill_outage test_drills
+PYTEST_DRILLS := $(BIN)/pytest -q -s -m slow -p no:cacheprovider
 test: venv
 	@mkdir -p $(BIKESHARE_HOME)
-	@echo "drills: running beside the suite, output in $(DRILLS_LOG)"
-	@$(BIN)/pytest -q -s -m slow -p no:cacheprovider $(DRILL_TESTS) > $(DRILLS_LOG) 2>&1 & \
-	drills=$$!; \
-	nice -n 19 $(BIN)/pytest -q; suite=$$?; \
-	echo "suite done (exit $$suite); waiting for the drills ($(DRILLS_LOG))"; \
-	wait $$drills; drill_status=$$?; \
-	echo "---- drills (exit $$drill_status) ----"; cat $(DRILLS_LOG); \
-	[ $$suite -eq 0 ] && [ $$drill_status -eq 0 ]
+	@pids=""; for m in $(DRILL_MODULES); do \
+	  $(PYTEST_DRILLS) $(DRILLS)/$$m.py > $(BIKESHARE_HOME)/$$m.log 2>&1 & pids="$$pids $$!"; \
+	  echo "drills: $$m beside the suite, output in $(BIKESHARE_HOME)/$$m.log"; \
+	done; \
+	nice -n 19 $(BIN)/pytest -q; status=$$?; \
+	echo "suite done (exit $$status); waiting for the drills"; \
+	for pid in $$pids; do wait $$pid || status=1; done; \
+	for m in $(DRILL_MODULES); do echo "---- $$m"; cat $(BIKESHARE_HOME)/$$m.log; done; \
+	exit $$status
 
-## The drills alone, their output as it happens.
+## The drills alone, one stack after the other, their output as it happens.
 drills: venv
-	$(BIN)/pytest -q -s -m slow -p no:cacheprovider $(DRILL_TESTS)
+	$(PYTEST_DRILLS) $(addprefix $(DRILLS)/,$(addsuffix .py,$(DRILL_MODULES)))
 
 ## Run the benchmarks and print the tables recorded in docs/performance.md.
 bench: venv

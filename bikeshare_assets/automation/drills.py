@@ -371,21 +371,15 @@ def outage_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 600) ->
     """The feed answers 503 for OUTAGE_CADENCES cadences, then recovers."""
     step = timedelta(minutes=stack.cadence)
 
-    # Stay clear of the top of the hour: raw_weather's hourly run (at hh:00, up to a minute or
-    # two under load) and the drift windows that close with it add runs the outage's alert
-    # count should not have to tell apart.
-    def near_the_hour() -> bool:
-        now = datetime.now(UTC)
-        return now.minute < 3 or (now + (OUTAGE_CADENCES + 2) * step).hour != now.hour
-
-    # And clear of the fetch at the start of each window (with its retries, ~15 s): an
-    # outage that begins while the previous window's fetch is retrying fails that fetch too,
-    # one window more than the drill asked for.
+    # Clear of the fetch at the start of each window (with its retries, ~15 s): an outage
+    # that begins while the previous window's fetch is retrying fails that fetch too, one
+    # window more than the drill asked for. (The top of the hour needs no care: the weather
+    # stand-in does not share the outage, and raw_weather's hourly run is its own source.)
     def near_a_fetch() -> bool:
         into = datetime.now(UTC).timestamp() % step.total_seconds()
         return into < 25 or into > step.total_seconds() - 5
 
-    while near_the_hour() or near_a_fetch():
+    while near_a_fetch():
         time.sleep(2)
     report = DrillReport("outage", stack.cadence, datetime.now(UTC))
     state = stack.post(f"outage?cadences={OUTAGE_CADENCES}")

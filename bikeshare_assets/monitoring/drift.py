@@ -334,7 +334,8 @@ def drift_verdict(table: pl.DataFrame, kind: str, thresholds: DriftThresholds) -
             dg.AssetCheckSeverity.WARN,
             None,
             None,
-            f"Nothing scored by the model in this hour: no {what} to compare.",
+            f"Nothing compared in this hour: no {what} with {thresholds.min_rows} rows "
+            "scored by the model on full windows (nothing scored, or a short history).",
             {},
         )
     worst, psi = rows.get_column("feature")[0], float(rows.get_column("psi")[0])
