@@ -22,28 +22,26 @@ demo: venv
 	$(BIN)/bikeshare demo $(ARGS)
 
 ## Run the test suite (starts its own local HTTP, moto and scoring servers) and, beside it,
-## the drills (marked slow): two live stacks with `dagster dev` at a 1-minute cadence, the
-## feed outage on one, a killed endpoint then drift on the other (~15 min of real time,
-## mostly waiting). The suite runs at the lowest CPU priority so that the stacks' daemons
-## keep their cadence on 2 cores; each drill module's output is printed when all have ended.
-DRILLS := bikeshare_assets_tests/automation
-DRILL_MODULES := test_drill_outage test_drills
-PYTEST_DRILLS := $(BIN)/pytest -q -s -m slow -p no:cacheprovider
+## the drills (marked slow): one live stack with `dagster dev` at a 1-minute cadence, on
+## which a feed outage, a killed endpoint and drifted data follow each other (~18 min of real
+## time, mostly waiting). The suite runs at the lowest CPU priority so that the stack's
+## daemon keeps its cadence on 2 cores; the drills' output is printed when both have ended.
+DRILL_TESTS := bikeshare_assets_tests/automation/test_drills.py
+DRILLS_LOG  := $(BIKESHARE_HOME)/drills.log
+PYTEST_DRILLS := $(BIN)/pytest -q -s -m slow -p no:cacheprovider $(DRILL_TESTS)
 test: venv
 	@mkdir -p $(BIKESHARE_HOME)
-	@pids=""; for m in $(DRILL_MODULES); do \
-	  $(PYTEST_DRILLS) $(DRILLS)/$$m.py > $(BIKESHARE_HOME)/$$m.log 2>&1 & pids="$$pids $$!"; \
-	  echo "drills: $$m beside the suite, output in $(BIKESHARE_HOME)/$$m.log"; \
-	done; \
+	@echo "drills: beside the suite, output in $(DRILLS_LOG)"
+	@$(PYTEST_DRILLS) > $(DRILLS_LOG) 2>&1 & drills=$$!; \
 	nice -n 19 $(BIN)/pytest -q; status=$$?; \
 	echo "suite done (exit $$status); waiting for the drills"; \
-	for pid in $$pids; do wait $$pid || status=1; done; \
-	for m in $(DRILL_MODULES); do echo "---- $$m"; cat $(BIKESHARE_HOME)/$$m.log; done; \
+	wait $$drills || status=1; \
+	echo "---- drills"; cat $(DRILLS_LOG); \
 	exit $$status
 
-## The drills alone, one stack after the other, their output as it happens.
+## The drills alone, their output as it happens.
 drills: venv
-	$(PYTEST_DRILLS) $(addprefix $(DRILLS)/,$(addsuffix .py,$(DRILL_MODULES)))
+	$(PYTEST_DRILLS)
 
 ## Run the benchmarks and print the tables recorded in docs/performance.md.
 bench: venv

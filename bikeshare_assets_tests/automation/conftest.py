@@ -1,6 +1,5 @@
-"""The drill stack as a module fixture: each drill module gets a live stack of its own, so
-`make test` can run the outage (test_drill_outage.py) beside the endpoint and drift drills
-(test_drills.py)."""
+"""The drill stack as a module fixture: one live stack for the drills of test_drills.py,
+started once (the stack's start — champion, first partitions, `dagster dev` — takes minutes)."""
 
 from __future__ import annotations
 

@@ -4,15 +4,14 @@ freshness), the Paris champion served by a real scoring process — and a real H
 for Slack. Each drill breaks something and checks what an on-call engineer would see and
 what the system did.
 
-This module: a killed endpoint, then drifted data, on one stack; the feed outage is
-test_drill_outage.py, on a stack of its own. Each drill starts once its loop is steady
-(every window scored, no incident open). Drift goes last: its model incident resolves only
-once the drift windows pass again, which the drill does not wait for.
+One stack, the drills in this order (pytest keeps a module's order): the feed outage, a
+killed endpoint, then drifted data. Each starts once the loop is steady again (every window
+scored, no incident open). Drift goes last: its model incident resolves only once the
+drift windows pass again, which the drill does not wait for.
 
 Slow (real time on a 1-minute cadence, mostly waiting): marked `slow`, so a bare `pytest`
-leaves them out (pyproject's addopts); `make test` runs both drill modules side by side and
-beside the suite, the suite at the lowest CPU priority so the stacks' daemons keep their
-cadence on 2 cores (docs/cicd.md); `make drills` runs the drills alone.
+leaves them out (pyproject's addopts); `make test` runs them beside the suite, the suite at
+the lowest CPU priority so the daemon keeps its cadence on 2 cores (docs/cicd.md).
 
 The champion is trained on what the feed serves around now (drill_champion.py), so drift is
 measured against what the model saw.
@@ -22,11 +21,18 @@ from __future__ import annotations
 
 import pytest
 
-from bikeshare_assets.automation.drills import drift_drill, endpoint_drill
+from bikeshare_assets.automation.drills import drift_drill, endpoint_drill, outage_drill
 from bikeshare_assets_tests.automation.conftest import run_drill
 
 # The stack starts inside the first test (module fixture, conftest.py): the timeout covers it.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+
+def test_feed_outage_is_one_alert_one_resolution_gaps_recorded_and_caught_up(stack, slack):
+    _, posted = run_drill(stack, slack, outage_drill)
+    assert len(posted) == 2, posted
+    assert "failing" in posted[0] and "raw_station_status" in posted[0]
+    assert "resolved" in posted[1] and "caught up" in posted[1]
 
 
 def test_a_killed_endpoint_falls_back_is_redeployed_and_scores_again(stack, slack):
