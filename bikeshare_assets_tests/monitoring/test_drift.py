@@ -97,7 +97,7 @@ def test_verdicts_at_the_thresholds() -> None:
     assert "bikes_available 0.300" in fail.description
     assert drift_verdict(table(0.5), "prediction", limits).passed
     nothing = drift_verdict(table(0.5).clear(), "feature", limits)
-    assert nothing.passed and "Nothing scored" in nothing.description
+    assert nothing.passed and "Nothing compared" in nothing.description
     with pytest.raises(ValueError, match="warn_psi <= fail_psi"):
         DriftPolicy(warn_psi=0.4, fail_psi=0.3).thresholds()
 
@@ -256,7 +256,7 @@ def test_drift_report_passes_on_scored_hour_and_empty_hour(drift_city: DriftCity
     for name in ("feature_drift", "prediction_drift"):
         assert evaluations[(HOUR_KEY, name)].passed
         nothing = evaluations[(NEXT_HOUR_KEY, name)]
-        assert nothing.passed and "Nothing scored" in nothing.description
+        assert nothing.passed and "Nothing compared" in nothing.description
     assert drift_city.report(NEXT_HOUR_KEY).height == 0  # an empty partition, with the schema
 
     folder = partition_key_path(DRIFT, HOUR_KEY).rsplit("/", 1)[0]
