@@ -25,7 +25,7 @@ demo: venv
 test: venv
 	$(BIN)/pytest -q
 
-## Run the drills as tests (~18 min of real time on a 1-minute cadence, mostly waiting): one
+## Run the drills as tests (~21 min of real time on a 1-minute cadence, mostly waiting): one
 ## live stack with `dagster dev`, on which a feed outage, a killed endpoint and drifted data
 ## follow each other. Marked `slow`, so `make test` leaves them out: beside the suite, on 2
 ## cores, the stack's automation falls behind its cadence even with the suite at nice 19

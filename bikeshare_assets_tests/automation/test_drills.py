@@ -9,7 +9,7 @@ killed endpoint, then drifted data. Each starts once the loop is steady again (e
 scored, no incident open). Drift goes last: its model incident resolves only once the
 drift windows pass again, which the drill does not wait for.
 
-Slow (~18 min of real time on a 1-minute cadence, mostly waiting): marked `slow`, so
+Slow (~21 min of real time on a 1-minute cadence, mostly waiting): marked `slow`, so
 `make test` and a bare `pytest` leave them out (pyproject's addopts); `make drills` runs
 them. Beside the suite on 2 cores, even with the suite at nice 19, the stack's automation
 falls behind its cadence and the catch-up sensor opens incidents of its own (measured, see
