@@ -130,6 +130,13 @@ class DrillStack:
 
         return city_partitions(self.settings.cities[CITY], self.settings.source)
 
+    @cached_property
+    def defs(self) -> dg.Definitions:
+        """The drill environment's Definitions, for the in-process runs of the stack's start."""
+        from bikeshare_assets.definitions import build_definitions
+
+        return build_definitions(self.settings)
+
     @property
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.settings.dagster_home))
@@ -221,21 +228,18 @@ def _first_partitions(stack: DrillStack, log: LOG) -> None:
     """Today's station list, the newest snapshot, its features, the champion deployed for
     today (its health check sends those features) and the snapshot's predictions, in process
     before the daemon starts: the loop starts whole, with nothing for the catch-up to do."""
-    from bikeshare_assets.definitions import build_definitions
-    from bikeshare_assets.partitions import city_partitions, materialize_range
+    from bikeshare_assets.partitions import materialize_range
 
-    defs = build_definitions(stack.settings)
-    parts = city_partitions(stack.settings.cities[CITY], stack.settings.source)
     instance = stack.instance
-    snapshot = parts.snapshots.get_last_partition_key()
-    day = parts.days.get_last_partition_key()
+    snapshot = stack.parts.snapshots.get_last_partition_key()
+    day = stack.parts.days.get_last_partition_key()
     for selection, pdef_key in (
         ([f"{CITY}/raw_station_information"], day),
         ([f"{CITY}/raw_station_status", f"{CITY}/station_features"], snapshot),
         ([f"{CITY}/model_endpoint"], day),
         ([f"{CITY}/stockout_predictions"], snapshot),
     ):
-        result = materialize_range(defs, instance, selection, pdef_key, quiet=True)
+        result = materialize_range(stack.defs, instance, selection, pdef_key, quiet=True)
         if not result.success:
             raise RuntimeError(
                 f"drill stack: {', '.join(selection)} {pdef_key} failed — for model_endpoint, "
@@ -248,7 +252,6 @@ def _windows_of_the_boot(stack: DrillStack, log: LOG, timeout_s: float = 180) ->
     """The windows that ended while `dagster dev` booted, fetched and scored in process once
     its scheduler runs: the schedule starts from its first tick and never fetches them, and
     left to the catch-up sensor they would open an incident before any drill began."""
-    from bikeshare_assets.definitions import build_definitions
     from bikeshare_assets.partitions import materialize_range
 
     started = time.time()
@@ -271,10 +274,12 @@ def _windows_of_the_boot(stack: DrillStack, log: LOG, timeout_s: float = 180) ->
     if not missing:
         return
     # One run for all three: the automation sees predictions in progress and leaves them.
-    assets = [f"{CITY}/{a}" for a in ("raw_station_status", "station_features")]
-    assets.append(f"{CITY}/stockout_predictions")
-    defs = build_definitions(stack.settings)
-    result = materialize_range(defs, stack.instance, assets, missing[0], missing[-1], quiet=True)
+    assets = [
+        f"{CITY}/{a}" for a in ("raw_station_status", "station_features", "stockout_predictions")
+    ]
+    result = materialize_range(
+        stack.defs, stack.instance, assets, missing[0], missing[-1], quiet=True
+    )
     if not result.success:
         raise RuntimeError(f"drill stack: {', '.join(assets)} {missing} failed")
     log(f"  windows of the boot {missing[0]}..{missing[-1]}: fetched and scored")
