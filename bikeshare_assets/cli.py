@@ -991,7 +991,7 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument("names", nargs="+", choices=["outage", "endpoint", "drift", "all"])
     drill.add_argument("--cadence", type=int, default=1, help="snapshot minutes (default 1)")
     drill.add_argument(
-        "--drift-window", type=int, default=2, help="minutes per drift report (default 2)"
+        "--drift-window", type=int, default=1, help="minutes per drift report (default 1)"
     )
     drill.set_defaults(func=cmd_drill)
     return parser

@@ -58,14 +58,18 @@ def start_dagster_dev(
     env: dict[str, str], cwd: Path, port: int, log_path: Path | None
 ) -> subprocess.Popen:
     """`dagster dev` (webserver, daemon, code server) on 127.0.0.1:`port`, in a process group
-    of its own (stopped as one by `stop_group`); its output to `log_path`, or inherited."""
+    of its own (stopped as one by `stop_group`); its output to `log_path`, or inherited.
+
+    A process group, not a session: a new session is a scheduler autogroup of its own on
+    Linux, which gets an equal share of the CPU whatever the `nice` of the other processes,
+    so `make test` could not give the drill stack priority over the suite beside it."""
     bin_dir = Path(sys.executable).parent
     return subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-m", "bikeshare_assets.definitions",
          "-h", "127.0.0.1", "-p", str(port)],
         env={**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"},
         cwd=cwd,
-        start_new_session=True,
+        process_group=0,
         stdout=None if log_path is None else subprocess.DEVNULL,
         stderr=None if log_path is None else open(log_path, "wb"),
     )  # fmt: skip

@@ -20,7 +20,7 @@ each drill against it:
   minutes of live data there is nothing to train on: the retrain is refused), the endpoint
   serves the champion throughout. The drift is then reset.
 
-The stack's drift reports cover `drift_window` minutes (2 by default, an hour in
+The stack's drift reports cover `drift_window` minutes (1 by default, an hour in
 production): a drill cannot wait an hour for its report.
 
 Each drill returns a `DrillReport`: its timeline, time to alert (first message sent, from
@@ -161,7 +161,7 @@ def drill_stack(
     base: Settings,
     *,
     cadence: int = 1,
-    drift_window: int = 2,
+    drift_window: int = 1,
     feed_port: int = 0,
     extra_env: Mapping[str, str] | None = None,
     log: LOG = print,

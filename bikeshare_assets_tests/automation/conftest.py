@@ -26,7 +26,7 @@ def slack() -> Iterator[SlackServer]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, slack) -> Iterator[DrillStack]:
-    """A live stack at a 1-minute cadence with 2-minute drift windows, its Slack posts going
+    """A live stack at a 1-minute cadence with 1-minute drift windows, its Slack posts going
     to `slack`, serving a champion trained on what the feed serves around now."""
     home = tmp_path_factory.mktemp("drills") / "bikeshare"
     ports = f"{free_port()},{free_port()}"
@@ -44,7 +44,7 @@ def stack(tmp_path_factory, slack) -> Iterator[DrillStack]:
             mp.setenv(name, value)
         base = get_settings(dict(os.environ))
         register_paris_champion(tracking_in(home / "mlflow"), home.parent / "champion", cadence=1)
-        with drill_stack(base, cadence=1, drift_window=2, extra_env=env) as running:
+        with drill_stack(base, cadence=1, drift_window=1, extra_env=env) as running:
             yield running
 
 
