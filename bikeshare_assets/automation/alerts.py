@@ -26,6 +26,9 @@ from typing import Any
 from urllib.parse import quote
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import (  # no public equivalent
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+)
 
 from bikeshare_assets.redaction import REDACTED, redact_url
 from bikeshare_assets.settings import Settings
@@ -470,10 +473,10 @@ def observe_failed_checks(
     passing evaluation, e.g. the next snapshot, resolves the incident."""
     alerts = []
     for check_key in check_keys:
-        record = instance.get_latest_asset_check_evaluation_record(check_key)
-        evaluation = _evaluation(record)
-        if evaluation is None or evaluation.passed:
+        latest = latest_check_evaluation(instance, check_key)
+        if latest is None or latest[1].passed:
             continue
+        evaluation = latest[1]
         if evaluation.severity != dg.AssetCheckSeverity.ERROR:
             continue
         key = check_key.asset_key
@@ -504,11 +507,20 @@ CHECK_ACTIONS = {
 }
 
 
-def _evaluation(record) -> dg.AssetCheckEvaluation | None:
-    if record is None or record.event is None or record.event.dagster_event is None:
-        return None
-    data = record.event.dagster_event.event_specific_data
-    return data if isinstance(data, dg.AssetCheckEvaluation) else None
+def latest_check_evaluation(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey
+) -> tuple[Any, dg.AssetCheckEvaluation] | None:
+    """The newest *completed* evaluation of a check (over all partitions) with its record
+    (`.id`, `.event.timestamp`), or None if it never completed. Not Dagster's newest record:
+    while the next partition runs, that is its planned evaluation (no result yet), which
+    would read as "passing again" and close an incident only to reopen it minutes later."""
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+    )
+    record = history[0] if history else None
+    event = record.event.dagster_event if record and record.event else None
+    evaluation = event.event_specific_data if event else None
+    return (record, evaluation) if isinstance(evaluation, dg.AssetCheckEvaluation) else None
 
 
 def run_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.AssetKey]:

@@ -602,7 +602,7 @@ def drift_drill(stack: DrillStack, log: LOG = print, timeout_s: float = 720) -> 
     since = injected.timestamp()
 
     def drift_failed() -> tuple[float, dg.AssetCheckEvaluation] | None:
-        from bikeshare_assets.automation.sensors import latest_check_evaluation
+        from bikeshare_assets.automation.alerts import latest_check_evaluation
 
         latest = latest_check_evaluation(
             stack.instance, dg.AssetCheckKey(_key("drift_report"), "feature_drift")

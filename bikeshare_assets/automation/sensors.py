@@ -41,6 +41,7 @@ from bikeshare_assets.automation.alerts import (
     Alert,
     AlertChannel,
     asset_link,
+    latest_check_evaluation,
     run_link,
 )
 from bikeshare_assets.cities import City, SourceMode
@@ -446,17 +447,6 @@ def _catch_up_did(plan: CatchUpPlan) -> str:
             "them"
         )
     return "; ".join(parts)
-
-
-def latest_check_evaluation(
-    instance: dg.DagsterInstance, key: dg.AssetCheckKey
-) -> tuple[Any, dg.AssetCheckEvaluation] | None:
-    """The newest evaluation of a check (over all partitions) with its record (`.id`,
-    `.event.timestamp`), or None if it never ran."""
-    record = instance.get_latest_asset_check_evaluation_record(key)
-    event = record.event.dagster_event if record and record.event else None
-    evaluation = event.event_specific_data if event else None
-    return (record, evaluation) if isinstance(evaluation, dg.AssetCheckEvaluation) else None
 
 
 def failing_triggers(

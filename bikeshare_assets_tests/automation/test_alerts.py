@@ -83,6 +83,56 @@ def test_a_failed_error_check_is_one_message_and_its_recovery_another(
     assert TOKEN not in (home / "alerts" / "alerts.jsonl").read_text()
 
 
+def _run_that_never_evaluates(
+    instance: dg.DagsterInstance, key: dg.AssetKey, check: str, partition: str
+) -> None:
+    """A run of `key` that plans `check` and fails before evaluating it: what the sensor sees
+    of the next partition while its run is still going (a planned evaluation, no result)."""
+
+    @dg.asset(
+        key=key,
+        partitions_def=dg.StaticPartitionsDefinition([partition]),
+        check_specs=[dg.AssetCheckSpec(check, asset=key)],
+    )
+    def next_partition():
+        raise RuntimeError("the step fails before its checks are evaluated")
+
+    result = dg.materialize(
+        [next_partition], instance=instance, partition_key=partition, raise_on_error=False
+    )
+    assert not result.success
+    newest = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(key, check))
+    assert newest is not None and newest.status.value == "PLANNED"
+
+
+def test_a_planned_evaluation_of_the_next_partition_does_not_resolve_the_incident(
+    home, monkeypatch, instance, slack
+):
+    defs = _defs(
+        home, monkeypatch, BIKESHARE_SLACK_TOKEN=TOKEN, BIKESHARE_SLACK_API_URL=slack.api_url
+    )
+    ticker = Ticker(defs, instance, ALERT_SENSOR_NAME)
+    drift = dg.AssetKey(["paris", "drift_report"])
+    _check(instance, drift, "feature_drift", False, "2025-09-15-10:00", nb_full_share=1.2)
+    ticker.tick()
+    assert len(slack.messages) == 1 and "feature_drift" in slack.messages[0]["text"]
+
+    def model_incident() -> list[str]:
+        records = read_alerts(home / "alerts" / "alerts.jsonl")
+        return [r["kind"] for r in records if r["sent"] and r.get("group") == "paris:model"]
+
+    # (The failed run is an incident of its own, alerted as such.)
+    _run_that_never_evaluates(instance, drift, "feature_drift", "2025-09-15-11:00")
+    for _ in range(3):
+        ticker.tick()
+    assert model_incident() == ["firing"], "nothing passed: no resolution, no second alert"
+
+    _check(instance, drift, "feature_drift", True, "2025-09-15-12:00")
+    ticker.tick()
+    ticker.tick()
+    assert model_incident() == ["firing", "resolved"]
+
+
 def test_a_warn_severity_failure_is_not_alerted(home, monkeypatch, instance, slack):
     defs = _defs(
         home, monkeypatch, BIKESHARE_SLACK_TOKEN=TOKEN, BIKESHARE_SLACK_API_URL=slack.api_url
