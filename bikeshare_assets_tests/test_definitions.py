@@ -396,3 +396,12 @@ def test_snapshot_of_the_drift_report(home: Path) -> None:
     for spec in defs.resolve_assets_def(node.key).check_specs:
         assert spec.partitions_def == node.partitions_def and not spec.blocking
     assert "drift_policy" in (defs.resources or {})
+
+
+def test_live_runs_execute_in_one_process_a_replay_keeps_dagsters_default(home, tmp_path):
+    """A live window's run is one to three small steps: a process per step would cost more
+    than the steps (definitions._executor)."""
+    cities = write_cities(tmp_path / "live.toml", gbfs_url="http://127.0.0.1:9/gbfs.json")
+    live = build_definitions(settings_for(home, cities, BIKESHARE_SOURCE="live"))
+    assert live.executor is dg.in_process_executor
+    assert build_definitions(settings_for(home)).executor is None

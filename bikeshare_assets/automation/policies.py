@@ -225,6 +225,12 @@ def automation_sensors(
             target=dg.AssetSelection.key_prefixes([city]),
             default_status=status,
             minimum_interval_seconds=AUTOMATION_SENSOR_INTERVAL_S,
+            # Runs, not a backfill, when a tick requests several partitions (the windows after
+            # a feed outage, a late drift window): Dagster's backfill refuses the whole batch
+            # when a snapshot's lookback reaches before the live start ("depends on
+            # non-existent partitions"), and the conditions count it as handled, so those
+            # windows were left to the catch-up and their drift reports never made.
+            emit_backfills=False,
             description=f"{city}: evaluates the declarative automation of the city's assets "
             "(docs/automation.md). On by itself in live mode and on staging/prod; in the "
             "local replay turn it on in the UI to let the newest windows follow by themselves.",

@@ -9,11 +9,9 @@ killed endpoint, then drifted data. Each starts once the loop is steady again (e
 scored, no incident open). Drift goes last: its model incident resolves only once the
 drift windows pass again, which the drill does not wait for.
 
-Slow (~21 min of real time on a 1-minute cadence, mostly waiting): marked `slow`, so
-`make test` and a bare `pytest` leave them out (pyproject's addopts); `make drills` runs
-them. Beside the suite on 2 cores, even with the suite at nice 19, the stack's automation
-falls behind its cadence and the catch-up sensor opens incidents of its own (measured, see
-docs/performance.md).
+Slow (~18 min of real time on a 1-minute cadence, mostly waiting): marked `slow`, so a bare
+`pytest` leaves them out (pyproject's addopts). `make test` runs them beside the suite, the
+suite at nice 19 (bikeshare_assets_tests/__main__.py); `make drills` runs them alone.
 
 The champion is trained on what the feed serves around now (drill_champion.py), so drift is
 measured against what the model saw.
