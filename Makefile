@@ -22,7 +22,7 @@ demo: venv
 	$(BIN)/bikeshare demo $(ARGS)
 
 ## Run every test: the suite (its own local HTTP, moto and scoring servers) and, beside it at
-## nice 19, the drills on one live stack (~18 min of real time, mostly waiting; their output
+## nice 19, the drills on one live stack (~15 min of real time, mostly waiting; their output
 ## in $(BIKESHARE_HOME)/test-drills.log, shown at the end). bikeshare_assets_tests/__main__.py.
 test: venv
 	$(BIN)/python -m bikeshare_assets_tests --drills-log $(BIKESHARE_HOME)/test-drills.log

@@ -1,7 +1,7 @@
 """`make test`: the suite and, beside it, the drills — every test, in the wall time of the
 drills alone.
 
-The drills (automation/test_drills.py, marked `slow`) spend ~18 minutes on one live stack,
+The drills (automation/test_drills.py, marked `slow`) spend ~15 minutes on one live stack,
 mostly waiting for its 1-minute cadence; the suite needs ~10 minutes of one core. Run one
 after the other they take half an hour, so the suite runs beside them at nice 19: the stack
 (`dagster dev`, started in this session, so `nice` ranks it against the suite) gets the CPU

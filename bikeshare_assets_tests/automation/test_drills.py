@@ -9,7 +9,7 @@ killed endpoint, then drifted data. Each starts once the loop is steady again (e
 scored, no incident open). Drift goes last: its model incident resolves only once the
 drift windows pass again, which the drill does not wait for.
 
-Slow (~18 min of real time on a 1-minute cadence, mostly waiting): marked `slow`, so a bare
+Slow (~15 min of real time on a 1-minute cadence, mostly waiting): marked `slow`, so a bare
 `pytest` leaves them out (pyproject's addopts). `make test` runs them beside the suite, the
 suite at nice 19 (bikeshare_assets_tests/__main__.py); `make drills` runs them alone.
 
