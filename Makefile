@@ -31,7 +31,7 @@ test: venv
 ## cadence, on which a feed outage, a killed endpoint and drifted data follow each other.
 ## Marked `slow`, so a bare `pytest` leaves them out.
 drills: venv
-	$(BIN)/pytest -q -s -m slow -p no:cacheprovider bikeshare_assets_tests/automation/test_drills.py
+	$(BIN)/python -m bikeshare_assets_tests --drills-only
 
 ## Run the benchmarks and print the tables recorded in docs/performance.md.
 bench: venv

@@ -9,6 +9,7 @@ whenever it wants it and keeps its cadence, the suite takes the rest. The drills
 to a log file, shown once the suite is done; the exit status fails if either failed.
 
     python -m bikeshare_assets_tests --drills-log PATH [pytest args for the suite]
+    python -m bikeshare_assets_tests --drills-only     # `make drills`: output as it happens
 """
 
 from __future__ import annotations
@@ -19,21 +20,31 @@ import sys
 import time
 from pathlib import Path
 
-DRILLS = "bikeshare_assets_tests/automation/test_drills.py"
+# The drills' pytest arguments (`-s`: their timelines are the point of reading the log).
+DRILLS = [
+    "-q",
+    "-s",
+    "-m",
+    "slow",
+    "-p",
+    "no:cacheprovider",
+    "bikeshare_assets_tests/automation/test_drills.py",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bikeshare_assets_tests")
-    parser.add_argument("--drills-log", type=Path, required=True)
+    parser.add_argument("--drills-log", type=Path)
+    parser.add_argument("--drills-only", action="store_true")
     args, suite_args = parser.parse_known_args(argv)
-    args.drills_log.parent.mkdir(parents=True, exist_ok=True)
     pytest = [sys.executable, "-m", "pytest"]
+    if args.drills_only:
+        return subprocess.call([*pytest, *DRILLS])
+    if args.drills_log is None:
+        parser.error("--drills-log is required unless --drills-only")
+    args.drills_log.parent.mkdir(parents=True, exist_ok=True)
     with args.drills_log.open("wb") as log:
-        drills = subprocess.Popen(
-            [*pytest, "-q", "-s", "-m", "slow", "-p", "no:cacheprovider", DRILLS],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        drills = subprocess.Popen([*pytest, *DRILLS], stdout=log, stderr=subprocess.STDOUT)
     started = time.strftime("%H:%M:%S")
     print(f"drills: running beside the suite since {started}, output in {args.drills_log}")
     try:

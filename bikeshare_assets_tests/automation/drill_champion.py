@@ -43,11 +43,9 @@ from bikeshare_assets_tests.serving.champions import log_and_promote, train_boos
 CITY = "paris"
 
 
-def served_span(
-    before: timedelta, after: timedelta, now: datetime | None = None
-) -> tuple[datetime, datetime]:
-    """The present times around `now` (default: the wall clock) the champion is trained on."""
-    now = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
+def served_span(before: timedelta, after: timedelta) -> tuple[datetime, datetime]:
+    """The present times around now the champion is trained on."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
     return now - before, now + after
 
 
@@ -62,10 +60,11 @@ def _naive_utc(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(tzinfo=None)
 
 
-def minute_recording(start: datetime, end: datetime, cadence: int, back: timedelta) -> pl.DataFrame:
+def minute_recording(
+    feed: PresentRecording, start: datetime, end: datetime, cadence: int, back: timedelta
+) -> pl.DataFrame:
     """The recording as the live feed serves it at `cadence` over [start, end): each snapshot
     time t with the stations of the recorded bin the feed answers with at t, stamped t - back."""
-    feed = PresentRecording()
     times = pl.datetime_range(
         _naive_utc(start), _naive_utc(end), timedelta(minutes=cadence), closed="left", eager=True
     )
@@ -86,10 +85,11 @@ def minute_recording(start: datetime, end: datetime, cadence: int, back: timedel
     )
 
 
-def served_weather(start: datetime, end: datetime, back: timedelta, path: Path) -> Path:
+def served_weather(
+    feed: PresentRecording, start: datetime, end: datetime, back: timedelta, path: Path
+) -> Path:
     """The recorded weather as the feed's Meteostat stand-in serves it for each hour of
     [start, end), stamped hour - back, in the recording's CSV format."""
-    feed = PresentRecording()
     recorded = pl.read_csv(RECORDED_WEATHER, try_parse_dates=True)
     by_hour = {row["hour_utc"]: row for row in recorded.iter_rows(named=True)}
     rows, hour = [], start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
@@ -111,8 +111,9 @@ def paris_features(
     work.mkdir(parents=True, exist_ok=True)
     back = week_back(start)
     recording = work / "recording.parquet"
-    minute_recording(start, end, cadence, back).write_parquet(recording)
-    weather = served_weather(start - timedelta(hours=3), end, back, work / "weather.csv")
+    feed = PresentRecording()
+    minute_recording(feed, start, end, cadence, back).write_parquet(recording)
+    weather = served_weather(feed, start - timedelta(hours=3), end, back, work / "weather.csv")
     table = {
         **replay_table(recording, start - back, end - back, weather),
         "cadence_minutes": cadence,
@@ -144,13 +145,11 @@ def paris_features(
     return frames["station_features"], frames["stockout_labels"]
 
 
-def register_paris_champion(
-    tracking: MlflowTracking, work: Path, cadence: int, now: datetime | None = None
-) -> dict[str, str]:
+def register_paris_champion(tracking: MlflowTracking, work: Path, cadence: int) -> dict[str, str]:
     """Train, log (with the reference sample), register and promote one version per target
     on the hour around now as the feed serves it; returns target -> version."""
     # A drill runs within ~20 minutes of its stack's start: 50 minutes of reference rows ahead.
-    start, end = served_span(timedelta(hours=1, minutes=10), timedelta(minutes=50), now)
+    start, end = served_span(timedelta(hours=1, minutes=10), timedelta(minutes=50))
     features, labels = paris_features(work, start, end, cadence)
     # The first hour only fills the features' 60-minute lookback.
     first = start - week_back(start) + timedelta(hours=1)
